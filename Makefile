@@ -1,0 +1,61 @@
+# sqlite-insights — build, demo, tests, benchmarks.
+# `make demo` and `make test` do all set-up on a fresh Debian 12 machine with
+# Rust (see .ci/run for the system packages they need).
+
+CARGO      ?= cargo
+PY         ?= /usr/bin/python3
+VENV       := .venv
+SQLITE3    ?= sqlite3
+DEBUG_SO   := target/debug/libsqlite_insights.so
+RELEASE_SO := target/release/libsqlite_insights.so
+
+.PHONY: all loadable loadable-release demo test unit sqltest pytest rusthost inventory bench lint fmt clean venv
+
+all: loadable
+
+# Debug build (overflow checks on) -> dist/insights0.so
+loadable:
+	$(CARGO) build --lib
+	mkdir -p dist && cp $(DEBUG_SO) dist/insights0.so
+
+# Optimised build -> dist/insights0.so
+loadable-release:
+	$(CARGO) build --lib --release
+	mkdir -p dist && cp $(RELEASE_SO) dist/insights0.so
+
+$(VENV)/.ok: tests/requirements.txt
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.ok
+
+demo: loadable-release
+	bash demo/run.sh
+
+unit:
+	$(CARGO) test --lib -q
+
+sqltest: loadable
+	bash sql/run.sh
+
+pytest: loadable venv
+	$(VENV)/bin/python -m pytest -q tests
+
+rusthost: loadable
+	cd tests/rust_host && $(CARGO) test -q --release
+
+test: unit sqltest pytest rusthost lint
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy -q --lib --tests -- -D warnings
+
+bench: loadable-release
+	cd tests/rust_host && $(CARGO) run -q --release --bin bench
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	rm -rf target dist $(VENV) tests/rust_host/target

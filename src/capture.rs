@@ -1,0 +1,347 @@
+//! Capture: the hot path, one `sqlite3_trace_v2` hook per connection.
+//!
+//! Rules:
+//! - STMT stamps the start with our monotonic clock; PROFILE stamps the end
+//!   (SQLite's own PROFILE time has millisecond resolution, so it is unused).
+//! - Each connection keeps a cache keyed by stmt pointer and validated against
+//!   the SQL text, so a statement is normalized once per distinct text, never
+//!   per execution. A cache hit does no allocation and takes one short lock
+//!   (the fingerprint's counters). No I/O, no lock held while calling SQLite.
+//! - A STMT event whose SQL starts with `--` on a statement that is already
+//!   running is a trigger body or nested program: not counted again.
+//! - PROFILE with no STMT seen (or ROW for an unknown stmt) is ignored.
+//! - Errors: the error log (see `errlog`) leaves a pending step error on the
+//!   thread; the next PROFILE on that thread takes it if it names the same SQL.
+//!   A PROFILE where the statement is still running and returned no row is a
+//!   SQLITE_BUSY return. SQLITE_SCHEMA runs are retried by SQLite itself and
+//!   are not counted.
+//! - Every callback is wrapped in `catch_unwind`; a failure is counted in
+//!   `internal_errors` and never reaches the user's statement. The callback
+//!   always returns 0.
+//! - The per-connection state is freed on TRACE_CLOSE after the hook is
+//!   removed. An app that replaces the trace hook (one slot per connection)
+//!   turns capture off for that connection; its state is then never freed
+//!   (a few KiB per such connection).
+
+use crate::config::{self, Key};
+use crate::errlog;
+use crate::normalize;
+use crate::registry::{self, DbStats, Entry, ErrorRecord, Exec};
+use rusqlite::ffi;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+/// Statements cached per connection; beyond it idle entries are dropped.
+/// Python's statement cache holds 128 by default; apps rarely keep more live.
+pub const MAX_CACHED_STMTS: usize = 1024;
+
+const TRACE_MASK: c_uint = ffi::SQLITE_TRACE_STMT
+    | ffi::SQLITE_TRACE_PROFILE
+    | ffi::SQLITE_TRACE_ROW
+    | ffi::SQLITE_TRACE_CLOSE;
+
+const STATUS_OPS: [c_int; 4] = [
+    ffi::SQLITE_STMTSTATUS_VM_STEP,
+    ffi::SQLITE_STMTSTATUS_FULLSCAN_STEP,
+    ffi::SQLITE_STMTSTATUS_SORT,
+    ffi::SQLITE_STMTSTATUS_AUTOINDEX,
+];
+
+/// Pointer hasher: stmt pointers are already well spread; one multiply.
+#[derive(Default)]
+pub struct PtrHasher(u64);
+impl Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0 = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+}
+type PtrMap<V> = HashMap<usize, V, BuildHasherDefault<PtrHasher>>;
+
+struct Slot {
+    sql: Box<[u8]>,
+    entry: Arc<Entry>,
+    tags: Option<Arc<str>>,
+    start: Option<Instant>,
+    rows: u64,
+    prev: [u32; 4],
+}
+
+pub struct ConnState {
+    db: *mut ffi::sqlite3,
+    stats: Arc<DbStats>,
+    slots: PtrMap<Slot>,
+}
+
+fn attached() -> &'static Mutex<HashSet<usize>> {
+    static S: OnceLock<Mutex<HashSet<usize>>> = OnceLock::new();
+    S.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// Number of connections with our hook installed.
+pub fn attached_count() -> usize {
+    registry::lock(attached()).len()
+}
+
+/// The main database path of a connection; `:memory:` for in-memory/temp.
+///
+/// # Safety
+/// `db` must be a valid open connection.
+pub unsafe fn main_path(db: *mut ffi::sqlite3) -> String {
+    let p = ffi::sqlite3_db_filename(db, c"main".as_ptr());
+    if p.is_null() {
+        return ":memory:".into();
+    }
+    let s = CStr::from_ptr(p).to_string_lossy();
+    if s.is_empty() {
+        ":memory:".into()
+    } else {
+        s.into_owned()
+    }
+}
+
+/// Install the hook on `db`. `fresh` is true when SQLite is opening the
+/// connection (auto-extension): it cannot already carry our hook.
+///
+/// # Safety
+/// `db` must be a valid open connection and the API table initialised.
+pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
+    {
+        let mut set = registry::lock(attached());
+        if !set.insert(db as usize) && !fresh {
+            return; // loaded twice into one connection: one hook is enough
+        }
+    }
+    let stats = registry::registry().db(&main_path(db));
+    let open = stats.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+    stats.connections_opened.fetch_add(1, Ordering::Relaxed);
+    stats.connections_peak.fetch_max(open, Ordering::Relaxed);
+    errlog::set_thread_db(&stats);
+    let state = Box::new(ConnState {
+        db,
+        stats,
+        slots: PtrMap::default(),
+    });
+    let raw = Box::into_raw(state);
+    let rc = ffi::sqlite3_trace_v2(db, TRACE_MASK, Some(trace_cb), raw as *mut c_void);
+    if rc != ffi::SQLITE_OK {
+        let state = Box::from_raw(raw);
+        state.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        registry::lock(attached()).remove(&(db as usize));
+    }
+}
+
+unsafe extern "C" fn trace_cb(mask: c_uint, ctx: *mut c_void, p: *mut c_void, x: *mut c_void) -> c_int {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let state = &mut *(ctx as *mut ConnState);
+        match mask {
+            ffi::SQLITE_TRACE_ROW => state.on_row(p as usize),
+            ffi::SQLITE_TRACE_STMT => state.on_stmt(p as *mut ffi::sqlite3_stmt, x as *const c_char),
+            ffi::SQLITE_TRACE_PROFILE => state.on_profile(p as *mut ffi::sqlite3_stmt),
+            ffi::SQLITE_TRACE_CLOSE => close(ctx as *mut ConnState, p as *mut ffi::sqlite3),
+            _ => {}
+        }
+    }));
+    if r.is_err() {
+        registry::registry()
+            .internal_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    0
+}
+
+unsafe fn close(state: *mut ConnState, db: *mut ffi::sqlite3) {
+    // Remove the hook first: sqlite3_close can still fail with SQLITE_BUSY
+    // after this event, and the connection must not call into freed state.
+    ffi::sqlite3_trace_v2(db, 0, None, std::ptr::null_mut());
+    let state = Box::from_raw(state);
+    let left = state.stats.connections_open.fetch_sub(1, Ordering::Relaxed) - 1;
+    state
+        .stats
+        .connections_closed
+        .fetch_add(1, Ordering::Relaxed);
+    registry::lock(attached()).remove(&(db as usize));
+    // last connection of this database in the process: flush now, so short
+    // processes (CLI jobs) leave their counts in the store
+    if left == 0 && state.stats.has_store.load(Ordering::Relaxed) {
+        let _ = crate::store::flush_db(&state.stats);
+    }
+    drop(state);
+}
+
+/// Compare a NUL-terminated C string with cached bytes without strlen first.
+#[inline]
+unsafe fn same_sql(cached: &[u8], x: *const u8) -> bool {
+    for (i, b) in cached.iter().enumerate() {
+        if *x.add(i) != *b {
+            return false;
+        }
+    }
+    *x.add(cached.len()) == 0
+}
+
+#[inline]
+unsafe fn starts_with_comment(x: *const u8) -> bool {
+    *x == b'-' && *x.add(1) == b'-'
+}
+
+#[inline]
+unsafe fn stmt_counters(stmt: *mut ffi::sqlite3_stmt) -> [u32; 4] {
+    let mut v = [0u32; 4];
+    for (i, op) in STATUS_OPS.iter().enumerate() {
+        v[i] = ffi::sqlite3_stmt_status(stmt, *op, 0) as u32;
+    }
+    v
+}
+
+impl ConnState {
+    #[inline]
+    unsafe fn on_stmt(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char) {
+        if x.is_null() || config::get(Key::Capture) == 0 {
+            return;
+        }
+        let xb = x as *const u8;
+        let key = stmt as usize;
+        if let Some(slot) = self.slots.get_mut(&key) {
+            if slot.start.is_some() && starts_with_comment(xb) {
+                return; // trigger body / nested program of a running statement
+            }
+            if same_sql(&slot.sql, xb) {
+                slot.start = Some(Instant::now());
+                slot.rows = 0;
+                errlog::set_thread_db(&self.stats);
+                return;
+            }
+        } else if CStr::from_ptr(x).to_bytes().starts_with(b"-- TRIGGER ") {
+            return; // a trigger of a statement we never saw start
+        }
+        self.miss(stmt, x);
+    }
+
+    #[cold]
+    unsafe fn miss(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char) {
+        let bytes = CStr::from_ptr(x).to_bytes();
+        let n = normalize::normalize(bytes);
+        let entry = self.stats.entry_for(n.fingerprint, &n.text);
+        let tags = (!n.tags.is_empty()).then(|| Arc::from(normalize::tags_json(&n.tags)));
+        if self.slots.len() >= MAX_CACHED_STMTS {
+            self.slots.retain(|_, s| s.start.is_some());
+        }
+        errlog::set_thread_db(&self.stats);
+        let prev = stmt_counters(stmt);
+        self.slots.insert(
+            stmt as usize,
+            Slot {
+                sql: bytes.into(),
+                entry,
+                tags,
+                start: Some(Instant::now()),
+                rows: 0,
+                prev,
+            },
+        );
+    }
+
+    #[inline]
+    fn on_row(&mut self, stmt: usize) {
+        if let Some(slot) = self.slots.get_mut(&stmt) {
+            if slot.start.is_some() {
+                slot.rows += 1;
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn on_profile(&mut self, stmt: *mut ffi::sqlite3_stmt) {
+        let end = Instant::now();
+        let Some(slot) = self.slots.get_mut(&(stmt as usize)) else {
+            return;
+        };
+        let Some(start) = slot.start.take() else {
+            return;
+        };
+        let cur = stmt_counters(stmt);
+        let mut d = [0u64; 4];
+        for i in 0..4 {
+            d[i] = if cur[i] >= slot.prev[i] {
+                (cur[i] - slot.prev[i]) as u64
+            } else {
+                cur[i] as u64 // the statement was re-prepared: counters restarted
+            };
+        }
+        slot.prev = cur;
+        if slot.entry.is_dead() {
+            slot.entry = self.stats.revive(&slot.entry.meta);
+        }
+        let mut exec = Exec {
+            duration_ns: end.saturating_duration_since(start).as_nanos() as u64,
+            at: crate::clock::stamp(end),
+            rows_returned: slot.rows,
+            rows_affected: 0,
+            vm_steps: d[0],
+            fullscan_steps: d[1],
+            sorts: d[2],
+            autoindexes: d[3],
+        };
+        // error path: a step error logged on this thread for this statement
+        let failure = if errlog::has_pending() {
+            errlog::take_pending_for(&slot.sql)
+        } else {
+            None
+        };
+        let failure = match failure {
+            Some(f) if f.code & 0xff == ffi::SQLITE_SCHEMA => return, // retried by SQLite
+            Some(f) => Some(f),
+            None if slot.rows == 0 && ffi::sqlite3_stmt_busy(stmt) != 0 => {
+                Some(errlog::Failure::busy())
+            }
+            None => None,
+        };
+        match failure {
+            None => {
+                if slot.entry.meta.kind.is_dml() {
+                    exec.rows_affected = ffi::sqlite3_changes(self.db).max(0) as u64;
+                }
+                slot.entry.record(&exec, slot.tags.as_ref());
+            }
+            Some(f) => self.record_failure(stmt as usize, &exec, f),
+        }
+    }
+
+    #[cold]
+    fn record_failure(&mut self, key: usize, exec: &Exec, f: errlog::Failure) {
+        let Some(slot) = self.slots.get(&key) else {
+            return;
+        };
+        let busy = f.code & 0xff == ffi::SQLITE_BUSY;
+        slot.entry.record_error(Some(exec), &f.message, busy);
+        let sample = (config::get(Key::SampleRawSql) != 0).then(|| {
+            registry::truncate(&String::from_utf8_lossy(&slot.sql), registry::MAX_SAMPLE_BYTES)
+                .to_string()
+        });
+        registry::registry().push_error(ErrorRecord {
+            at_unix_ms: crate::clock::stamp_unix_ms(exec.at),
+            database: self.stats.path.clone(),
+            fingerprint: Some(slot.entry.meta.fingerprint),
+            query: Some(slot.entry.meta.query.clone()),
+            kind: Some(slot.entry.meta.kind),
+            code: f.code & 0xff,
+            extended_code: f.code,
+            message: f.message,
+            phase: "step",
+            sample,
+        });
+    }
+}

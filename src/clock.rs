@@ -1,0 +1,198 @@
+//! Clocks and instants.
+//!
+//! Rules:
+//! - The hot path reads only the monotonic clock (`Instant::now`, a vDSO call).
+//!   Wall-clock instants are derived from one anchor (monotonic, wall) pair taken
+//!   once per process, so no statement pays for a second clock read.
+//! - Instants shown to users are UTC ISO-8601 with milliseconds:
+//!   `2026-11-25T06:35:39.123Z`.
+
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+struct Anchor {
+    mono: Instant,
+    unix_ns: i128,
+}
+
+fn anchor() -> &'static Anchor {
+    static A: OnceLock<Anchor> = OnceLock::new();
+    A.get_or_init(|| Anchor {
+        mono: Instant::now(),
+        unix_ns: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0),
+    })
+}
+
+/// Make sure the anchor exists before the first statement is timed.
+pub fn init() {
+    let _ = anchor();
+}
+
+/// A monotonic stamp: nanoseconds since the process anchor.
+#[inline]
+pub fn stamp(at: Instant) -> u64 {
+    at.saturating_duration_since(anchor().mono).as_nanos() as u64
+}
+
+/// Monotonic stamp of now.
+#[inline]
+pub fn now_stamp() -> u64 {
+    stamp(Instant::now())
+}
+
+/// Unix milliseconds of a monotonic stamp.
+pub fn stamp_unix_ms(stamp: u64) -> i64 {
+    ((anchor().unix_ns + stamp as i128) / 1_000_000) as i64
+}
+
+/// Unix milliseconds now (wall clock).
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// ISO-8601 UTC text of a monotonic stamp.
+pub fn stamp_iso(stamp: u64) -> String {
+    iso_ms(stamp_unix_ms(stamp))
+}
+
+/// UTC ISO-8601 with milliseconds for unix milliseconds.
+pub fn iso_ms(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        y,
+        m,
+        d,
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        ms
+    )
+}
+
+/// Parse an instant as users write it: `2026-11-25T06:35:39.123Z`,
+/// `2026-11-25 06:35:39` (SQLite's datetime()), `2026-11-25T06:35`,
+/// `2026-11-25`; always UTC. Returns unix milliseconds.
+pub fn parse_instant(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let t = s.get(from..from + len)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let (mut h, mut mi, mut sec, mut ms) = (0, 0, 0, 0);
+    if b.len() > 10 {
+        if b[10] != b'T' && b[10] != b' ' {
+            return None;
+        }
+        h = num(11, 2)?;
+        if b.get(13) != Some(&b':') {
+            return None;
+        }
+        mi = num(14, 2)?;
+        if b.len() > 16 {
+            if b[16] != b':' {
+                return None;
+            }
+            sec = num(17, 2)?;
+            if b.len() > 19 {
+                if b[19] != b'.' {
+                    return None;
+                }
+                let frac = &s[20..];
+                if frac.is_empty() || !frac.bytes().all(|c| c.is_ascii_digit()) {
+                    return None;
+                }
+                let f3: String = frac.chars().chain("000".chars()).take(3).collect();
+                ms = f3.parse().ok()?;
+            }
+        }
+    }
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, d as u32);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000) + ms)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_formatting() {
+        assert_eq!(iso_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso_ms(1_795_588_539_123), "2026-11-25T06:35:39.123Z");
+        assert_eq!(iso_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn parse_instants() {
+        let t = 1_795_588_539_123;
+        assert_eq!(parse_instant("2026-11-25T06:35:39.123Z"), Some(t));
+        assert_eq!(parse_instant(&iso_ms(t)), Some(t));
+        assert_eq!(parse_instant("2026-11-25 06:35:39"), Some(t - 123));
+        assert_eq!(parse_instant("2026-11-25T06:35"), Some(t - 39_123));
+        assert_eq!(parse_instant("2026-11-25"), Some(t - (6 * 3600 + 35 * 60 + 39) * 1000 - 123));
+        assert_eq!(parse_instant("2000-02-29"), Some(951_782_400_000));
+        for bad in ["", "2026", "2026-13-01", "2026-11-25X06", "yesterday", "2026-11-25T06:35:39.Z"] {
+            assert_eq!(parse_instant(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stamps_are_monotonic_and_near_wall() {
+        init();
+        let a = now_stamp();
+        let b = now_stamp();
+        assert!(b >= a);
+        let drift = (stamp_unix_ms(b) - unix_ms_now()).abs();
+        assert!(drift < 5_000, "drift {drift}");
+    }
+}

@@ -1,0 +1,252 @@
+//! Process-wide settings behind `insights_config(key[, value])`.
+//!
+//! Rules:
+//! - Every key is declared once in `KEYS` with its type, range, default and a
+//!   one-line reason; unknown keys, wrong types and out-of-range values are
+//!   rejected with an error naming the function, and nothing changes.
+//! - Values live in atomics: the hot path reads them with relaxed loads and no
+//!   lock.
+//! - Settings are per process; they apply to every database the process
+//!   monitors.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Default fingerprints kept per database; pg_stat_statements' default max.
+pub const DEFAULT_MAX_QUERIES: i64 = 5000;
+/// Default failed statements kept in `insights_errors` (a ring, newest kept).
+pub const DEFAULT_MAX_ERRORS: i64 = 1000;
+/// Default raw SQL samples off: literals stay in the process only as `?`.
+pub const DEFAULT_SAMPLE_RAW_SQL: i64 = 0;
+/// Default capture on: loading the extension is the opt-in.
+pub const DEFAULT_CAPTURE: i64 = 1;
+/// Default flush interval: 10 s bounds the loss on a crash (issue: <= 10 s).
+pub const DEFAULT_FLUSH_INTERVAL_MS: i64 = 10_000;
+/// Minute buckets kept 2 days: enough to compare today with yesterday.
+pub const DEFAULT_RETENTION_MINUTE_DAYS: i64 = 2;
+/// Hour buckets kept 30 days: a month of trends.
+pub const DEFAULT_RETENTION_HOUR_DAYS: i64 = 30;
+/// Day buckets kept a year: seasonal comparisons.
+pub const DEFAULT_RETENTION_DAY_DAYS: i64 = 365;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Key {
+    MaxQueries,
+    MaxErrors,
+    SampleRawSql,
+    Capture,
+    FlushIntervalMs,
+    RetentionMinuteDays,
+    RetentionHourDays,
+    RetentionDayDays,
+}
+
+pub struct KeyDef {
+    pub key: Key,
+    pub name: &'static str,
+    pub kind: ValueKind,
+    pub min: i64,
+    pub max: i64,
+    pub default: i64,
+    pub help: &'static str,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ValueKind {
+    Int,
+    Bool,
+}
+
+pub const KEYS: &[KeyDef] = &[
+    KeyDef {
+        key: Key::MaxQueries,
+        name: "max_queries",
+        kind: ValueKind::Int,
+        min: 10,
+        max: 1_000_000,
+        default: DEFAULT_MAX_QUERIES,
+        help: "fingerprints kept per database; the least used are evicted in batches beyond it",
+    },
+    KeyDef {
+        key: Key::MaxErrors,
+        name: "max_errors",
+        kind: ValueKind::Int,
+        min: 1,
+        max: 1_000_000,
+        default: DEFAULT_MAX_ERRORS,
+        help: "failed statements kept in insights_errors (newest kept)",
+    },
+    KeyDef {
+        key: Key::SampleRawSql,
+        name: "sample_raw_sql",
+        kind: ValueKind::Bool,
+        min: 0,
+        max: 1,
+        default: DEFAULT_SAMPLE_RAW_SQL,
+        help: "keep the raw SQL text (with literals) of failed statements in insights_errors.sample",
+    },
+    KeyDef {
+        key: Key::Capture,
+        name: "capture",
+        kind: ValueKind::Bool,
+        min: 0,
+        max: 1,
+        default: DEFAULT_CAPTURE,
+        help: "capture statements at all; 0 pauses capture in every connection of the process",
+    },
+    KeyDef {
+        key: Key::FlushIntervalMs,
+        name: "flush_interval_ms",
+        kind: ValueKind::Int,
+        min: 100,
+        max: 3_600_000,
+        default: DEFAULT_FLUSH_INTERVAL_MS,
+        help: "how often the background thread writes this process's deltas to the store",
+    },
+    KeyDef {
+        key: Key::RetentionMinuteDays,
+        name: "retention_minute_days",
+        kind: ValueKind::Int,
+        min: 1,
+        max: 3650,
+        default: DEFAULT_RETENTION_MINUTE_DAYS,
+        help: "days of minute buckets kept in the store",
+    },
+    KeyDef {
+        key: Key::RetentionHourDays,
+        name: "retention_hour_days",
+        kind: ValueKind::Int,
+        min: 1,
+        max: 3650,
+        default: DEFAULT_RETENTION_HOUR_DAYS,
+        help: "days of hour buckets kept in the store",
+    },
+    KeyDef {
+        key: Key::RetentionDayDays,
+        name: "retention_day_days",
+        kind: ValueKind::Int,
+        min: 1,
+        max: 36500,
+        default: DEFAULT_RETENTION_DAY_DAYS,
+        help: "days of day buckets kept in the store",
+    },
+];
+
+static VALUES: [AtomicI64; 8] = [
+    AtomicI64::new(DEFAULT_MAX_QUERIES),
+    AtomicI64::new(DEFAULT_MAX_ERRORS),
+    AtomicI64::new(DEFAULT_SAMPLE_RAW_SQL),
+    AtomicI64::new(DEFAULT_CAPTURE),
+    AtomicI64::new(DEFAULT_FLUSH_INTERVAL_MS),
+    AtomicI64::new(DEFAULT_RETENTION_MINUTE_DAYS),
+    AtomicI64::new(DEFAULT_RETENTION_HOUR_DAYS),
+    AtomicI64::new(DEFAULT_RETENTION_DAY_DAYS),
+];
+
+#[inline]
+pub fn get(key: Key) -> i64 {
+    VALUES[key as usize].load(Ordering::Relaxed)
+}
+
+pub fn set(key: Key, v: i64) {
+    VALUES[key as usize].store(v, Ordering::Relaxed);
+}
+
+pub fn lookup(name: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|k| k.name.eq_ignore_ascii_case(name))
+}
+
+pub fn known_names() -> String {
+    KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
+
+/// A value as given in SQL.
+pub enum Input<'a> {
+    Int(i64),
+    Real(f64),
+    Text(&'a str),
+    Null,
+    Blob,
+}
+
+/// Validate and convert a SQL value for `def`; Err is the message tail.
+pub fn parse(def: &KeyDef, v: Input<'_>) -> Result<i64, String> {
+    let bad = || match def.kind {
+        ValueKind::Int => format!(
+            "{} must be an integer between {} and {}",
+            def.name, def.min, def.max
+        ),
+        ValueKind::Bool => format!("{} must be 0/1, true/false or on/off", def.name),
+    };
+    let n = match (def.kind, v) {
+        (_, Input::Int(i)) => i,
+        (ValueKind::Int, Input::Real(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+        (ValueKind::Int, Input::Text(s)) => s.trim().parse::<i64>().map_err(|_| bad())?,
+        (ValueKind::Bool, Input::Text(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "on" | "yes" => 1,
+            "0" | "false" | "off" | "no" => 0,
+            _ => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    };
+    if n < def.min || n > def.max {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+/// Environment prefix: `SQLITE_INSIGHTS_MAX_QUERIES=100` etc. set a key at
+/// first load (for processes that cannot run SQL first, e.g. CLI jobs).
+pub const ENV_PREFIX: &str = "SQLITE_INSIGHTS_";
+
+/// Apply `SQLITE_INSIGHTS_<KEY>` environment variables; invalid ones are
+/// ignored and returned as messages (shown by insights_debug()).
+pub fn load_env() -> Vec<String> {
+    let mut bad = Vec::new();
+    for d in KEYS {
+        let var = format!("{ENV_PREFIX}{}", d.name.to_ascii_uppercase());
+        if let Ok(v) = std::env::var(&var) {
+            match parse(d, Input::Text(&v)) {
+                Ok(n) => set(d.key, n),
+                Err(m) => bad.push(format!("{var}: {m}")),
+            }
+        }
+    }
+    bad
+}
+
+pub fn reset_defaults() {
+    for d in KEYS {
+        set(d.key, d.default);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_indexed_in_order() {
+        for (i, d) in KEYS.iter().enumerate() {
+            assert_eq!(d.key as usize, i, "{}", d.name);
+            assert_eq!(VALUES[i].load(Ordering::Relaxed), d.default);
+        }
+    }
+
+    #[test]
+    fn parse_validates() {
+        let mq = lookup("MAX_QUERIES").unwrap();
+        assert_eq!(parse(mq, Input::Int(100)), Ok(100));
+        assert_eq!(parse(mq, Input::Text(" 250 ")), Ok(250));
+        assert_eq!(parse(mq, Input::Real(300.0)), Ok(300));
+        assert!(parse(mq, Input::Int(1)).is_err());
+        assert!(parse(mq, Input::Real(1.5)).is_err());
+        assert!(parse(mq, Input::Null).is_err());
+        assert!(parse(mq, Input::Blob).is_err());
+        assert!(parse(mq, Input::Text("lots")).is_err());
+        let cap = lookup("capture").unwrap();
+        assert_eq!(parse(cap, Input::Text("off")), Ok(0));
+        assert_eq!(parse(cap, Input::Int(1)), Ok(1));
+        assert!(parse(cap, Input::Int(2)).is_err());
+        assert!(lookup("nope").is_none());
+    }
+}

@@ -1,0 +1,150 @@
+//! sqlite-insights: query, error and size insights for SQLite, as one loadable
+//! extension (`sqlite3_insights_init`).
+//!
+//! Rules:
+//! - `REGISTRATIONS` is the one list of what the extension registers on a
+//!   connection; the inventory test checks the host sees exactly these names.
+//! - Loading returns SQLITE_OK_LOAD_PERMANENTLY and registers an
+//!   auto-extension (`auto_entry`, which returns SQLITE_OK as auto-extensions
+//!   must), so every connection the process opens later is instrumented.
+//!   Loading twice, or into several connections, is harmless.
+//! - Nothing here may panic across FFI: every entry point is under
+//!   `catch_unwind`.
+
+pub mod capture;
+pub mod classify;
+pub mod clock;
+pub mod config;
+pub mod errlog;
+pub mod errors_vtab;
+pub mod functions;
+pub mod histogram;
+pub mod history_vtab;
+pub mod info_vtab;
+pub mod normalize;
+pub mod queries_vtab;
+pub mod registry;
+pub mod store;
+pub mod vtab;
+
+use rusqlite::{ffi, Connection};
+use std::ffi::{c_char, c_int};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
+
+/// What the extension registers, by kind and name.
+pub enum Registration {
+    Function(&'static str),
+    Table(&'static str),
+}
+
+/// The one registration list (functions and virtual tables).
+pub const REGISTRATIONS: &[Registration] = &[
+    Registration::Function("insights_version"),
+    Registration::Function("insights_debug"),
+    Registration::Function("insights_reset"),
+    Registration::Function("insights_config"),
+    Registration::Function("insights_normalize"),
+    Registration::Function("insights_fingerprint"),
+    Registration::Function("insights_flush"),
+    Registration::Table("insights_queries"),
+    Registration::Table("insights_errors"),
+    Registration::Table("insights_info"),
+    Registration::Table("insights_history"),
+];
+
+fn register_all(conn: &Connection) -> rusqlite::Result<()> {
+    functions::register(conn)?;
+    queries_vtab::load(conn)?;
+    errors_vtab::load(conn)?;
+    info_vtab::load(conn)?;
+    history_vtab::load(conn)?;
+    Ok(())
+}
+
+static ONCE: Once = Once::new();
+
+unsafe fn init(
+    db: *mut ffi::sqlite3,
+    pz_err_msg: *mut *mut c_char,
+    p_api: *mut ffi::sqlite3_api_routines,
+    fresh: bool,
+) -> c_int {
+    if p_api.is_null() || db.is_null() {
+        return ffi::SQLITE_ERROR;
+    }
+    if let Err(e) = ffi::rusqlite_extension_init2(p_api) {
+        return set_error(pz_err_msg, &format!("sqlite-insights: {e}"));
+    }
+    if errlog::is_internal_thread() {
+        // the extension's own connections (store writer) are never instrumented
+        return ffi::SQLITE_OK;
+    }
+    ONCE.call_once(|| {
+        clock::init();
+        functions::set_env_notes(config::load_env());
+        store::start_flusher();
+        errlog::install_runtime(p_api);
+        let f: unsafe extern "C" fn() = std::mem::transmute::<*const (), unsafe extern "C" fn()>(
+            auto_entry as *const (),
+        );
+        ffi::sqlite3_auto_extension(Some(f));
+    });
+    let conn = match Connection::from_handle(db) {
+        Ok(c) => c,
+        Err(e) => return set_error(pz_err_msg, &format!("sqlite-insights: {e}")),
+    };
+    if let Err(e) = register_all(&conn) {
+        return set_error(pz_err_msg, &format!("sqlite-insights: {e}"));
+    }
+    drop(conn);
+    capture::attach(db, fresh);
+    ffi::SQLITE_OK
+}
+
+unsafe fn set_error(pz_err_msg: *mut *mut c_char, msg: &str) -> c_int {
+    if !pz_err_msg.is_null() {
+        if let Ok(c) = std::ffi::CString::new(msg) {
+            // SQLite frees this with sqlite3_free: allocate with sqlite3_malloc
+            let p = ffi::sqlite3_malloc((c.as_bytes().len() + 1) as c_int) as *mut c_char;
+            if !p.is_null() {
+                std::ptr::copy_nonoverlapping(c.as_ptr(), p, c.as_bytes().len() + 1);
+                *pz_err_msg = p;
+            }
+        }
+    }
+    ffi::SQLITE_ERROR
+}
+
+/// Entry point for `load_extension` / `.load dist/insights0`.
+///
+/// # Safety
+/// Called by SQLite with a valid connection and API table.
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_insights_init(
+    db: *mut ffi::sqlite3,
+    pz_err_msg: *mut *mut c_char,
+    p_api: *mut ffi::sqlite3_api_routines,
+) -> c_int {
+    match catch_unwind(AssertUnwindSafe(|| init(db, pz_err_msg, p_api, false))) {
+        Ok(ffi::SQLITE_OK) => ffi::SQLITE_OK_LOAD_PERMANENTLY,
+        Ok(rc) => rc,
+        Err(_) => ffi::SQLITE_ERROR,
+    }
+}
+
+/// Auto-extension entry: runs for every connection opened after the first
+/// load. Must return SQLITE_OK (any other value fails the open).
+///
+/// # Safety
+/// Called by SQLite with a valid connection and API table.
+pub unsafe extern "C" fn auto_entry(
+    db: *mut ffi::sqlite3,
+    pz_err_msg: *mut *mut c_char,
+    p_api: *mut ffi::sqlite3_api_routines,
+) -> c_int {
+    match catch_unwind(AssertUnwindSafe(|| init(db, pz_err_msg, p_api, true))) {
+        Ok(_) => ffi::SQLITE_OK, // never fail the user's open because of us
+        Err(_) => ffi::SQLITE_OK,
+    }
+}

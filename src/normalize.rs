@@ -1,0 +1,1544 @@
+//! SQL normalizer: SQL text -> normalized text + stable 64-bit fingerprint + sqlcommenter tags.
+//!
+//! A hand-written, single-pass, allocation-light tokenizer for SQLite SQL
+//! (token rules follow SQLite's own `tokenize.c`). It never panics, never
+//! recurses and runs in linear time on any byte string.
+//!
+//! Rules (the normalized text is a contract: fingerprints are persisted):
+//! - Literals become `?`: strings `'..'` (with `''` escapes), blobs `x'..'`/`X'..'`,
+//!   numbers (`1`, `1.5`, `.5`, `1.`, `1e10`, `1.5E-3`, `0x1F`, `1_000`).
+//! - A unary `-`/`+` before a number is folded into the literal (`a = -5` -> `a = ?`).
+//!   A sign is unary when the previous token is not a value: identifier, literal,
+//!   parameter, `)` or one of the keywords NULL, END, CURRENT_DATE, CURRENT_TIME,
+//!   CURRENT_TIMESTAMP (`a - 5` -> `a - ?`). A unary sign before anything else is
+//!   written without a following space (`-a`).
+//! - The 147 SQLite keywords (<https://sqlite.org/lang_keywords.html>) are matched
+//!   case-insensitively and written UPPERCASE -- also when used as a bare
+//!   identifier (a column named `key` is written `KEY`). Everything else is kept
+//!   exactly as written: identifiers (`名前`, `naïve`), quoted identifiers
+//!   (`"x y"`, `[x]`, `` `x` ``; a double-quoted token is always an identifier),
+//!   parameters (`?`, `?NNN`, `:name`, `@name`, `$name`, `#name`), operators.
+//! - Comments (`-- ..` to end of line, `/* .. */`, unterminated ones) are removed.
+//! - Canonical spacing, independent of the input's white space: one space
+//!   between tokens, except none before `,` `)` `.` `;`, none after `(` `.` `~`
+//!   or a unary sign, and none before `(` that follows an identifier or the
+//!   function-like keywords CAST, RAISE, REPLACE (`count(*)`, `t(a, b)`,
+//!   `IN (?)`, `VALUES (?, ?)`). List items are thus separated by `, `.
+//! - Trailing `;` (and white space) removed. Inner `;` are kept.
+//! - `IN (..)` / `NOT IN (..)` whose list holds only literals and anonymous `?`
+//!   collapses to `IN (?)`. Lists with named/numbered parameters, columns,
+//!   NULL, expressions or subqueries are normalized token by token.
+//! - After `VALUES`, consecutive row groups whose normalized forms are identical
+//!   collapse into one: `VALUES (1, 'a'), (2, 'b')` -> `VALUES (?, ?)`.
+//!   Differing neighbours are kept (`(?, ?), (?, NULL)`).
+//! - sqlcommenter comments (`/*key='value',k2='v2'*/`, keys and values
+//!   URL-encoded, `\'` escapes) are lifted into `tags` (URL-decoded, sorted by
+//!   key, last one wins on duplicate keys). Like every comment they never
+//!   reach the text, so they never change the fingerprint.
+//! - Bytes >= 0x80 are identifier characters (as in SQLite); ASCII control
+//!   characters other than white space (NUL included) are ignored like white
+//!   space; other unknown ASCII punctuation is kept as a one-byte token. The
+//!   output is valid UTF-8 (invalid sequences replaced by U+FFFD).
+//! - `fingerprint` = [`hash64`] (FNV-1a 64) of the full normalized text; `text`
+//!   is cut to [`MAX_QUERY_TEXT_BYTES`] (at a char boundary, ending in `…`).
+
+/// Normalized text stored at most this many bytes (including the trailing `…`
+/// added when cut). The fingerprint is always over the full normalized text.
+pub const MAX_QUERY_TEXT_BYTES: usize = 16 * 1024;
+
+/// Result of [`normalize`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Normalized {
+    /// Normalized SQL, at most [`MAX_QUERY_TEXT_BYTES`] bytes.
+    pub text: String,
+    /// `hash64` of the full (uncut) normalized text.
+    pub fingerprint: u64,
+    /// sqlcommenter tags, URL-decoded, sorted by key, keys unique.
+    pub tags: Vec<(String, String)>,
+}
+
+/// SQLite's full keyword list (147 words), sorted for binary search.
+const KEYWORDS: [&str; 147] = [
+    "ABORT",
+    "ACTION",
+    "ADD",
+    "AFTER",
+    "ALL",
+    "ALTER",
+    "ALWAYS",
+    "ANALYZE",
+    "AND",
+    "AS",
+    "ASC",
+    "ATTACH",
+    "AUTOINCREMENT",
+    "BEFORE",
+    "BEGIN",
+    "BETWEEN",
+    "BY",
+    "CASCADE",
+    "CASE",
+    "CAST",
+    "CHECK",
+    "COLLATE",
+    "COLUMN",
+    "COMMIT",
+    "CONFLICT",
+    "CONSTRAINT",
+    "CREATE",
+    "CROSS",
+    "CURRENT",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURRENT_TIMESTAMP",
+    "DATABASE",
+    "DEFAULT",
+    "DEFERRABLE",
+    "DEFERRED",
+    "DELETE",
+    "DESC",
+    "DETACH",
+    "DISTINCT",
+    "DO",
+    "DROP",
+    "EACH",
+    "ELSE",
+    "END",
+    "ESCAPE",
+    "EXCEPT",
+    "EXCLUDE",
+    "EXCLUSIVE",
+    "EXISTS",
+    "EXPLAIN",
+    "FAIL",
+    "FILTER",
+    "FIRST",
+    "FOLLOWING",
+    "FOR",
+    "FOREIGN",
+    "FROM",
+    "FULL",
+    "GENERATED",
+    "GLOB",
+    "GROUP",
+    "GROUPS",
+    "HAVING",
+    "IF",
+    "IGNORE",
+    "IMMEDIATE",
+    "IN",
+    "INDEX",
+    "INDEXED",
+    "INITIALLY",
+    "INNER",
+    "INSERT",
+    "INSTEAD",
+    "INTERSECT",
+    "INTO",
+    "IS",
+    "ISNULL",
+    "JOIN",
+    "KEY",
+    "LAST",
+    "LEFT",
+    "LIKE",
+    "LIMIT",
+    "MATCH",
+    "MATERIALIZED",
+    "NATURAL",
+    "NO",
+    "NOT",
+    "NOTHING",
+    "NOTNULL",
+    "NULL",
+    "NULLS",
+    "OF",
+    "OFFSET",
+    "ON",
+    "OR",
+    "ORDER",
+    "OTHERS",
+    "OUTER",
+    "OVER",
+    "PARTITION",
+    "PLAN",
+    "PRAGMA",
+    "PRECEDING",
+    "PRIMARY",
+    "QUERY",
+    "RAISE",
+    "RANGE",
+    "RECURSIVE",
+    "REFERENCES",
+    "REGEXP",
+    "REINDEX",
+    "RELEASE",
+    "RENAME",
+    "REPLACE",
+    "RESTRICT",
+    "RETURNING",
+    "RIGHT",
+    "ROLLBACK",
+    "ROW",
+    "ROWS",
+    "SAVEPOINT",
+    "SELECT",
+    "SET",
+    "TABLE",
+    "TEMP",
+    "TEMPORARY",
+    "THEN",
+    "TIES",
+    "TO",
+    "TRANSACTION",
+    "TRIGGER",
+    "UNBOUNDED",
+    "UNION",
+    "UNIQUE",
+    "UPDATE",
+    "USING",
+    "VACUUM",
+    "VALUES",
+    "VIEW",
+    "VIRTUAL",
+    "WHEN",
+    "WHERE",
+    "WINDOW",
+    "WITH",
+    "WITHOUT",
+];
+
+/// Longest keyword (`CURRENT_TIMESTAMP`).
+const MAX_KEYWORD_LEN: usize = 17;
+
+/// Up to the first 16 bytes of a word, little-endian, as one integer key.
+const fn pack(w: &[u8]) -> u128 {
+    let mut k = 0u128;
+    let mut i = 0;
+    while i < w.len() && i < 16 {
+        k |= (w[i] as u128) << (8 * i);
+        i += 1;
+    }
+    k
+}
+
+/// Slots in the keyword hash table (a power of two, load factor ~0.3).
+const KW_TABLE_BITS: u32 = 9;
+
+const fn kw_hash(key: u128) -> usize {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let lo = key as u64;
+    let hi = (key >> 64) as u64;
+    ((lo ^ hi.wrapping_mul(K)).wrapping_mul(K) >> (64 - KW_TABLE_BITS)) as usize
+}
+
+/// Open-addressing hash table (linear probing) of (packed key, index into
+/// KEYWORDS + 1); 0 marks an empty slot. Built at compile time.
+static KW_TABLE: [(u128, u8); 1 << KW_TABLE_BITS] = {
+    let mut t = [(0u128, 0u8); 1 << KW_TABLE_BITS];
+    let mut i = 0;
+    while i < KEYWORDS.len() {
+        let key = pack(KEYWORDS[i].as_bytes());
+        let mut slot = kw_hash(key);
+        while t[slot].1 != 0 {
+            slot = (slot + 1) & ((1 << KW_TABLE_BITS) - 1);
+        }
+        t[slot] = (key, i as u8 + 1);
+        i += 1;
+    }
+    t
+};
+
+/// Index of an (uppercase) keyword in KEYWORDS; compile error if absent.
+const fn kw_id(w: &str) -> u8 {
+    let w = w.as_bytes();
+    let mut i = 0;
+    while i < KEYWORDS.len() {
+        let k = KEYWORDS[i].as_bytes();
+        if k.len() == w.len() {
+            let mut j = 0;
+            while j < k.len() && k[j] == w[j] {
+                j += 1;
+            }
+            if j == k.len() {
+                return i as u8;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a keyword")
+}
+
+const KW_IN: u8 = kw_id("IN");
+const KW_VALUES: u8 = kw_id("VALUES");
+const KW_CAST: u8 = kw_id("CAST");
+const KW_RAISE: u8 = kw_id("RAISE");
+const KW_REPLACE: u8 = kw_id("REPLACE");
+const KW_NULL: u8 = kw_id("NULL");
+const KW_END: u8 = kw_id("END");
+const KW_CURRENT_DATE: u8 = kw_id("CURRENT_DATE");
+const KW_CURRENT_TIME: u8 = kw_id("CURRENT_TIME");
+const KW_CURRENT_TIMESTAMP: u8 = kw_id("CURRENT_TIMESTAMP");
+
+/// The index in KEYWORDS of the keyword `word` spells (case-insensitive), if any.
+#[inline]
+fn keyword(word: &[u8]) -> Option<u8> {
+    let n = word.len();
+    if !(2..=MAX_KEYWORD_LEN).contains(&n) {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    let m = n.min(16);
+    buf[..m].copy_from_slice(&word[..m]);
+    // Clearing bit 0x20 upper-cases letters and keeps `_`; it maps digits and
+    // `$` to bytes no keyword has, so they still cannot match.
+    let key = u128::from_le_bytes(buf) & u128::from_le_bytes([0xDF; 16]);
+    let mut slot = kw_hash(key);
+    let id = loop {
+        let (k, id) = KW_TABLE[slot];
+        if id == 0 {
+            return None;
+        }
+        if k == key {
+            break id - 1;
+        }
+        slot = (slot + 1) & ((1 << KW_TABLE_BITS) - 1);
+    };
+    let kw = KEYWORDS[id as usize].as_bytes();
+    (kw.len() == n && (n <= 16 || kw[16] == word[16].to_ascii_uppercase())).then_some(id)
+}
+
+// Byte classes.
+const C_SPACE: u8 = 1; // white space and ignored control bytes
+const C_ID_START: u8 = 2; // letters, '_', bytes >= 0x80
+const C_ID: u8 = 4; // identifier continuation: C_ID_START, digits, '$'
+const C_DIGIT: u8 = 8;
+const C_HEX: u8 = 16;
+
+static CLASS: [u8; 256] = build_classes();
+
+const fn build_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0usize;
+    while i < 256 {
+        let b = i as u8;
+        let mut c = 0u8;
+        if b < 0x20 || b == 0x7f {
+            c |= C_SPACE;
+        }
+        if b == b' ' {
+            c |= C_SPACE;
+        }
+        if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 {
+            c |= C_ID_START | C_ID;
+        }
+        if b.is_ascii_digit() {
+            c |= C_DIGIT | C_ID | C_HEX;
+        }
+        if b == b'$' {
+            c |= C_ID;
+        }
+        if matches!(b, b'a'..=b'f' | b'A'..=b'F') {
+            c |= C_HEX;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+}
+
+#[inline]
+fn class(b: u8) -> u8 {
+    CLASS[b as usize]
+}
+
+#[inline]
+fn is_id(b: u8) -> bool {
+    class(b) & C_ID != 0
+}
+
+#[inline]
+fn is_digit(b: u8) -> bool {
+    class(b) & C_DIGIT != 0
+}
+
+#[inline]
+fn at(s: &[u8], i: usize) -> u8 {
+    // 0 past the end: no class bit set and matches no punctuation below.
+    if i < s.len() {
+        s[i]
+    } else {
+        0
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tok {
+    /// Keyword (index into KEYWORDS); the text is its uppercase spelling.
+    Keyword(u8),
+    /// Unquoted identifier that is not a keyword.
+    Ident,
+    /// `"x"`, `[x]`, `` `x` ``.
+    QuotedIdent,
+    /// String or blob literal.
+    Literal,
+    /// Numeric literal (separate from `Literal` for sign folding).
+    Number,
+    /// Bare `?`.
+    AnonParam,
+    /// `?NNN`, `:name`, `@name`, `$name`, `#name`.
+    Param,
+    /// Operators and punctuation.
+    Punct,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Values {
+    Off,
+    /// Expect `(` opening a row group.
+    Expect,
+    /// Inside a row group at this paren depth.
+    Group(u32),
+    /// After a row group: expect `,` or leave.
+    After,
+}
+
+/// Output builder: spacing rules and the IN / VALUES collapsing state.
+struct Out {
+    buf: Vec<u8>,
+    no_space_after: bool,
+    /// Previous token ends a value (binary sign after it).
+    prev_value: bool,
+    /// Previous token is an identifier or function-like keyword (no space before `(`).
+    prev_callable: bool,
+    /// Previous token is the keyword IN.
+    prev_in: bool,
+    /// Position of the `(` of an IN list that is still collapsible.
+    in_start: Option<usize>,
+    in_items: u32,
+    values: Values,
+    values_prev: Option<(usize, usize)>,
+    values_cur: usize,
+}
+
+impl Out {
+    fn new(cap: usize) -> Out {
+        Out {
+            buf: Vec::with_capacity(cap),
+            no_space_after: false,
+            prev_value: false,
+            prev_callable: false,
+            prev_in: false,
+            in_start: None,
+            in_items: 0,
+            values: Values::Off,
+            values_prev: None,
+            values_cur: 0,
+        }
+    }
+
+    /// Write a unary sign that is not folded into a number.
+    fn unary_sign(&mut self, sign: u8) {
+        self.emit(Tok::Punct, &[sign]);
+        self.no_space_after = true;
+        self.prev_value = false;
+    }
+
+    fn emit(&mut self, tok: Tok, text: &[u8]) {
+        // One-byte punctuation, 0 for anything else.
+        let p = if matches!(tok, Tok::Punct) && text.len() == 1 {
+            text[0]
+        } else {
+            0
+        };
+        let is_open = p == b'(';
+        let is_close = p == b')';
+        let is_comma = p == b',';
+        let no_space_before =
+            matches!(p, b')' | b',' | b'.' | b';') || (is_open && self.prev_callable);
+        if !self.buf.is_empty() && !self.no_space_after && !no_space_before {
+            self.buf.push(b' ');
+        }
+        let pos = self.buf.len();
+        match tok {
+            Tok::Literal | Tok::Number => self.buf.push(b'?'),
+            _ if text.len() == 1 => self.buf.push(text[0]),
+            _ => self.buf.extend_from_slice(text),
+        }
+        self.no_space_after = matches!(p, b'(' | b'.' | b'~');
+
+        // IN-list collapse.
+        if let Some(start) = self.in_start {
+            match tok {
+                Tok::Literal | Tok::Number | Tok::AnonParam => self.in_items += 1,
+                _ if is_comma => {}
+                _ if is_close => {
+                    if self.in_items > 0 {
+                        self.buf.truncate(start);
+                        self.buf.extend_from_slice(b"(?)");
+                    }
+                    self.in_start = None;
+                }
+                _ => self.in_start = None,
+            }
+        } else if is_open && self.prev_in {
+            self.in_start = Some(pos);
+            self.in_items = 0;
+        }
+
+        // Multi-row VALUES collapse.
+        match self.values {
+            Values::Off => {
+                if matches!(tok, Tok::Keyword(KW_VALUES)) {
+                    self.values = Values::Expect;
+                    self.values_prev = None;
+                }
+            }
+            Values::Expect => {
+                if is_open {
+                    self.values_cur = pos;
+                    self.values = Values::Group(1);
+                } else {
+                    self.values = Values::Off;
+                }
+            }
+            Values::Group(depth) => {
+                if is_open {
+                    self.values = Values::Group(depth.saturating_add(1));
+                } else if is_close {
+                    if depth > 1 {
+                        self.values = Values::Group(depth - 1);
+                    } else {
+                        let cur = (self.values_cur, self.buf.len());
+                        match self.values_prev {
+                            Some(prev) if self.buf[prev.0..prev.1] == self.buf[cur.0..cur.1] => {
+                                self.buf.truncate(prev.1);
+                            }
+                            _ => self.values_prev = Some(cur),
+                        }
+                        self.values = Values::After;
+                    }
+                }
+            }
+            Values::After => {
+                self.values = if is_comma {
+                    Values::Expect
+                } else {
+                    Values::Off
+                };
+            }
+        }
+
+        self.prev_in = matches!(tok, Tok::Keyword(KW_IN));
+        self.prev_callable = match tok {
+            Tok::Ident | Tok::QuotedIdent => true,
+            Tok::Keyword(k) => matches!(k, KW_CAST | KW_RAISE | KW_REPLACE),
+            _ => false,
+        };
+        self.prev_value = match tok {
+            Tok::Ident
+            | Tok::QuotedIdent
+            | Tok::Literal
+            | Tok::Number
+            | Tok::AnonParam
+            | Tok::Param => true,
+            Tok::Keyword(k) => matches!(
+                k,
+                KW_NULL | KW_END | KW_CURRENT_DATE | KW_CURRENT_TIME | KW_CURRENT_TIMESTAMP
+            ),
+            Tok::Punct => is_close,
+        };
+    }
+}
+
+/// End of a quoted run starting at `i` (the opening quote) closed by `close`;
+/// a doubled closing quote is an escape when `doubled`. Unterminated: `s.len()`.
+fn scan_quoted(s: &[u8], i: usize, close: u8, doubled: bool) -> usize {
+    let mut j = i + 1;
+    loop {
+        match s[j.min(s.len())..].iter().position(|&b| b == close) {
+            None => return s.len(),
+            Some(k) => {
+                j += k + 1;
+                if doubled && at(s, j) == close {
+                    j += 1;
+                } else {
+                    return j;
+                }
+            }
+        }
+    }
+}
+
+/// End of a numeric literal starting at `i` (a digit, or `.` before a digit).
+fn scan_number(s: &[u8], i: usize) -> usize {
+    let mut j = i;
+    if s[i] == b'0' && (at(s, i + 1) | 0x20) == b'x' && class(at(s, i + 2)) & C_HEX != 0 {
+        j += 2;
+        while class(at(s, j)) & C_HEX != 0 || at(s, j) == b'_' {
+            j += 1;
+        }
+    } else {
+        while is_digit(at(s, j)) || at(s, j) == b'_' {
+            j += 1;
+        }
+        if at(s, j) == b'.' {
+            j += 1;
+            while is_digit(at(s, j)) || at(s, j) == b'_' {
+                j += 1;
+            }
+        }
+        if (at(s, j) | 0x20) == b'e'
+            && (is_digit(at(s, j + 1))
+                || (matches!(at(s, j + 1), b'+' | b'-') && is_digit(at(s, j + 2))))
+        {
+            j += 2;
+            while is_digit(at(s, j)) {
+                j += 1;
+            }
+        }
+    }
+    // SQLite makes a number glued to identifier characters one (illegal) token.
+    while is_id(at(s, j)) {
+        j += 1;
+    }
+    j
+}
+
+/// End of a `:name`/`@name`/`$name`/`#name` variable starting at `i`, following
+/// SQLite (TCL-style `::` and `(..)` suffixes). `None` when no name follows.
+fn scan_variable(s: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    let mut n = 0usize;
+    while j < s.len() {
+        let c = s[j];
+        if is_id(c) {
+            n += 1;
+            j += 1;
+        } else if c == b'(' && n > 0 {
+            j += 1;
+            while j < s.len() && class(s[j]) & C_SPACE == 0 && s[j] != b')' {
+                j += 1;
+            }
+            if at(s, j) == b')' {
+                j += 1;
+            }
+            break;
+        } else if c == b':' && at(s, j + 1) == b':' {
+            j += 2;
+        } else {
+            break;
+        }
+    }
+    if n == 0 {
+        None
+    } else {
+        Some(j)
+    }
+}
+
+/// Normalize one SQL statement (bytes may be invalid UTF-8: treat bytes >= 0x80
+/// as identifier chars like SQLite does; output is valid UTF-8, invalid
+/// sequences replaced). See the module documentation for the rules.
+pub fn normalize(sql: &[u8]) -> Normalized {
+    let s = sql;
+    let n = s.len();
+    // The output is at most ~2x the input (one space per token); big inputs
+    // grow the buffer as needed instead of reserving it all up front.
+    let mut out = Out::new((2 * n).min(1 << 20) + 16);
+    let mut tags: Vec<(String, String)> = Vec::new();
+    let mut pending_sign: Option<u8> = None;
+    let mut i = 0usize;
+
+    while i < n {
+        let c = s[i];
+        let start = i;
+        let tok: Tok;
+        match c {
+            b'-' if at(s, i + 1) == b'-' => {
+                i = match s[i..].iter().position(|&b| b == b'\n') {
+                    Some(k) => i + k + 1,
+                    None => n,
+                };
+                continue;
+            }
+            b'/' if at(s, i + 1) == b'*' => {
+                let body = i + 2;
+                let mut j = body;
+                let mut close = None;
+                while let Some(k) = s[j.min(n)..].iter().position(|&b| b == b'*') {
+                    j += k + 1;
+                    if at(s, j) == b'/' {
+                        close = Some(j - 1);
+                        break;
+                    }
+                }
+                match close {
+                    Some(end) => {
+                        parse_sqlcommenter(&s[body..end], &mut tags);
+                        i = end + 2;
+                    }
+                    None => i = n,
+                }
+                continue;
+            }
+            b'\'' => {
+                i = scan_quoted(s, i, b'\'', true);
+                tok = Tok::Literal;
+            }
+            b'"' | b'`' => {
+                i = scan_quoted(s, i, c, true);
+                tok = Tok::QuotedIdent;
+            }
+            b'[' => {
+                i = scan_quoted(s, i, b']', false);
+                tok = Tok::QuotedIdent;
+            }
+            b'x' | b'X' if at(s, i + 1) == b'\'' => {
+                i = scan_quoted(s, i + 1, b'\'', false);
+                tok = Tok::Literal;
+            }
+            b'0'..=b'9' => {
+                i = scan_number(s, i);
+                tok = Tok::Number;
+            }
+            b'.' if is_digit(at(s, i + 1)) => {
+                i = scan_number(s, i);
+                tok = Tok::Number;
+            }
+            b'?' => {
+                i += 1;
+                while is_digit(at(s, i)) {
+                    i += 1;
+                }
+                tok = if i - start == 1 {
+                    Tok::AnonParam
+                } else {
+                    Tok::Param
+                };
+            }
+            b':' | b'@' | b'$' | b'#' => match scan_variable(s, i) {
+                Some(end) => {
+                    i = end;
+                    tok = Tok::Param;
+                }
+                None => {
+                    i += 1;
+                    tok = Tok::Punct;
+                }
+            },
+            _ if class(c) & C_SPACE != 0 => {
+                i += 1;
+                while i < n && class(s[i]) & C_SPACE != 0 {
+                    i += 1;
+                }
+                continue;
+            }
+            _ if class(c) & C_ID_START != 0 => {
+                i += 1;
+                i += s[i..].iter().position(|&b| !is_id(b)).unwrap_or(n - i);
+                tok = Tok::Ident;
+            }
+            _ => {
+                let c1 = at(s, i + 1);
+                i += match (c, c1) {
+                    (b'-', b'>') if at(s, i + 2) == b'>' => 3,
+                    (b'-', b'>')
+                    | (b'<', b'=' | b'>' | b'<')
+                    | (b'>', b'=' | b'>')
+                    | (b'=', b'=')
+                    | (b'!', b'=')
+                    | (b'|', b'|') => 2,
+                    _ => 1,
+                };
+                tok = Tok::Punct;
+            }
+        }
+
+        let mut text = &s[start..i];
+        let mut tok = tok;
+        if matches!(tok, Tok::Ident) {
+            if let Some(kw) = keyword(text) {
+                tok = Tok::Keyword(kw);
+                text = KEYWORDS[kw as usize].as_bytes();
+            }
+        }
+
+        // Sign folding: a unary sign waits for the next token.
+        if matches!(tok, Tok::Punct) && matches!(text, [b'-' | b'+']) && !out.prev_value {
+            if let Some(p) = pending_sign.take() {
+                out.unary_sign(p);
+            }
+            pending_sign = Some(text[0]);
+            continue;
+        }
+        if let Some(p) = pending_sign.take() {
+            if matches!(tok, Tok::Number) {
+                out.emit(Tok::Number, b"?");
+                continue;
+            }
+            out.unary_sign(p);
+        }
+        out.emit(tok, text);
+    }
+    if let Some(p) = pending_sign {
+        out.unary_sign(p);
+    }
+
+    let mut buf = out.buf;
+    while matches!(buf.last(), Some(b';' | b' ')) {
+        buf.pop();
+    }
+    let mut text = match String::from_utf8(buf) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    let fingerprint = hash64(text.as_bytes());
+    if text.len() > MAX_QUERY_TEXT_BYTES {
+        let mut cut = MAX_QUERY_TEXT_BYTES - '…'.len_utf8();
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    if tags.len() > 1 {
+        tags.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys keep input order
+        tags.reverse();
+        tags.dedup_by(|later, kept| later.0 == kept.0); // keeps the last occurrence
+        tags.reverse();
+    }
+    Normalized {
+        text,
+        fingerprint,
+        tags,
+    }
+}
+
+/// Lift `key='value'` pairs from a comment body into `tags` when the whole body
+/// is a sqlcommenter comment; otherwise leave `tags` untouched.
+fn parse_sqlcommenter(body: &[u8], tags: &mut Vec<(String, String)>) {
+    let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c);
+    let mut i = 0usize;
+    let n = body.len();
+    let before = tags.len();
+    let mut value = Vec::new();
+    let fail = |tags: &mut Vec<(String, String)>| tags.truncate(before);
+    loop {
+        while i < n && is_ws(body[i]) {
+            i += 1;
+        }
+        let k0 = i;
+        while i < n && !matches!(body[i], b'=' | b',' | b'\'') && !is_ws(body[i]) {
+            i += 1;
+        }
+        let key = &body[k0..i];
+        while i < n && is_ws(body[i]) {
+            i += 1;
+        }
+        if key.is_empty() || at(body, i) != b'=' {
+            return fail(tags);
+        }
+        i += 1;
+        while i < n && is_ws(body[i]) {
+            i += 1;
+        }
+        if at(body, i) != b'\'' {
+            return fail(tags);
+        }
+        i += 1;
+        value.clear();
+        let mut closed = false;
+        while i < n {
+            match body[i] {
+                b'\\' if i + 1 < n => {
+                    value.push(body[i + 1]);
+                    i += 2;
+                }
+                b'\'' => {
+                    closed = true;
+                    i += 1;
+                    break;
+                }
+                b => {
+                    value.push(b);
+                    i += 1;
+                }
+            }
+        }
+        if !closed {
+            return fail(tags);
+        }
+        tags.push((url_decode(key), url_decode(&value)));
+        while i < n && is_ws(body[i]) {
+            i += 1;
+        }
+        if i == n {
+            return;
+        }
+        if body[i] != b',' {
+            return fail(tags);
+        }
+        i += 1;
+    }
+}
+
+/// Percent-decode (`%XX`); malformed escapes are kept as written. `+` is kept.
+fn url_decode(b: &[u8]) -> String {
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (hex(at(b, i + 1)), hex(at(b, i + 2))) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+/// Stable 64-bit hash: FNV-1a 64 (offset basis 0xcbf29ce484222325, prime
+/// 0x100000001b3). Fingerprints are persisted: never change this function.
+pub fn hash64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// 16 lowercase hex digits.
+pub fn fingerprint_hex(fp: u64) -> String {
+    format!("{fp:016x}")
+}
+
+/// Tags as a JSON object text, keys sorted (last value wins on duplicate
+/// keys), e.g. `{"app":"x","route":"/y"}`; `{}` when none.
+pub fn tags_json(tags: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = tags.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::with_capacity(2 + tags.len() * 16);
+    out.push('{');
+    let mut first = true;
+    for (idx, (k, v)) in sorted.iter().map(|t| (&t.0, &t.1)).enumerate() {
+        if sorted.get(idx + 1).is_some_and(|next| &next.0 == k) {
+            continue; // a later duplicate wins
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&serde_json::Value::from(k.as_str()).to_string());
+        out.push(':');
+        out.push_str(&serde_json::Value::from(v.as_str()).to_string());
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn norm(s: &str) -> String {
+        normalize(s.as_bytes()).text
+    }
+
+    fn fp(s: &str) -> u64 {
+        normalize(s.as_bytes()).fingerprint
+    }
+
+    #[test]
+    fn keyword_list_is_sorted_and_complete() {
+        assert_eq!(KEYWORDS.len(), 147);
+        for w in KEYWORDS.windows(2) {
+            assert!(w[0] < w[1], "{} !< {}", w[0], w[1]);
+        }
+        assert!(KEYWORDS.iter().all(|k| k.len() <= MAX_KEYWORD_LEN));
+        for (i, k) in KEYWORDS.iter().enumerate() {
+            assert_eq!(keyword(k.as_bytes()), Some(i as u8), "{k}");
+            assert_eq!(
+                keyword(k.to_ascii_lowercase().as_bytes()),
+                Some(i as u8),
+                "{k}"
+            );
+            let longer = format!("{k}X");
+            assert_eq!(keyword(longer.as_bytes()), None, "{longer}");
+            assert_eq!(
+                keyword(&k.as_bytes()[..k.len() - 1])
+                    .map(|i| KEYWORDS[i as usize])
+                    .filter(|w| w.len() == k.len()),
+                None
+            );
+        }
+        let kw = |w: &[u8]| keyword(w).map(|i| KEYWORDS[i as usize]);
+        assert_eq!(kw(b"select"), Some("SELECT"));
+        assert_eq!(kw(b"Current_Timestamp"), Some("CURRENT_TIMESTAMP"));
+        assert_eq!(kw(b"Current_TimestamX"), None);
+        assert_eq!(kw(b"Current_Timestam"), None);
+        assert_eq!(keyword(b"selec"), None);
+        assert_eq!(keyword(b"true"), None);
+        assert_eq!(keyword(b"rowid"), None);
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, &str)] = &[
+            // basics, keywords upper-cased, identifiers kept
+            ("select 1", "SELECT ?"),
+            ("SeLeCt MyCol FROM MyTable", "SELECT MyCol FROM MyTable"),
+            ("select a,b , c from t", "SELECT a, b, c FROM t"),
+            ("select\n\t a\r\n from   t", "SELECT a FROM t"),
+            ("select * from t;", "SELECT * FROM t"),
+            ("select * from t ; ; ", "SELECT * FROM t"),
+            ("  ;  ", ""),
+            ("", ""),
+            ("select 1; select 2;", "SELECT ?; SELECT ?"),
+            (
+                "select t.a, t . b, t.* from main.t",
+                "SELECT t.a, t.b, t.* FROM main.t",
+            ),
+            ("select count(*) from t", "SELECT count(*) FROM t"),
+            ("select count ( * ) from t", "SELECT count(*) FROM t"),
+            ("select cast(a as integer)", "SELECT CAST(a AS integer)"),
+            (
+                "select a||b, a->'$.x', a->>'$.y'",
+                "SELECT a || b, a -> ?, a ->> ?",
+            ),
+            (
+                "select a<=b, a<>b, a!=b, a==b, a<<1, ~a",
+                "SELECT a <= b, a <> b, a != b, a == b, a << ?, ~a",
+            ),
+            (
+                "select a from t where exists (select 1)",
+                "SELECT a FROM t WHERE EXISTS (SELECT ?)",
+            ),
+            // strings
+            ("select 'abc'", "SELECT ?"),
+            ("select 'it''s', 'a\"b'", "SELECT ?, ?"),
+            (
+                "select 'x -- not a comment', 'y /* nor this */' from t",
+                "SELECT ?, ? FROM t",
+            ),
+            (
+                "select 'x' /* it's 'a' comment */ from t",
+                "SELECT ? FROM t",
+            ),
+            ("select 'x' -- it's \n from t", "SELECT ? FROM t"),
+            ("select 'unterminated", "SELECT ?"),
+            ("select '' ,''''", "SELECT ?, ?"),
+            // blobs
+            ("select x'ABCD', X'00'", "SELECT ?, ?"),
+            ("select x, X from t", "SELECT x, X FROM t"),
+            ("select x'unterminated", "SELECT ?"),
+            // numbers
+            (
+                "select 1, 1.5, .5, 1., 1e10, 1.5E-3, 2e+4",
+                "SELECT ?, ?, ?, ?, ?, ?, ?",
+            ),
+            ("select 0x1F, 0XABcd, 1_000_000", "SELECT ?, ?, ?"),
+            ("select 12abc", "SELECT ?"),
+            // signs
+            (
+                "select * from t where a = -5",
+                "SELECT * FROM t WHERE a = ?",
+            ),
+            (
+                "select a - 5, a-5, a -5, a - -5",
+                "SELECT a - ?, a - ?, a - ?, a - ?",
+            ),
+            ("select -1, +2, - 3", "SELECT ?, ?, ?"),
+            (
+                "select (a) - 1, ? - 1, :p - 1",
+                "SELECT (a) - ?, ? - ?, :p - ?",
+            ),
+            ("select -a, - b, +c", "SELECT -a, -b, +c"),
+            (
+                "select null - 1, current_timestamp - 1",
+                "SELECT NULL - ?, CURRENT_TIMESTAMP - ?",
+            ),
+            (
+                "select case when a then -1 else -2 end - 1",
+                "SELECT CASE WHEN a THEN ? ELSE ? END - ?",
+            ),
+            ("select a limit -1", "SELECT a LIMIT ?"),
+            ("select - -5", "SELECT -?"),
+            ("select -", "SELECT -"),
+            // identifiers
+            (
+                "SELECT \"naïve\", 名前 FROM t",
+                "SELECT \"naïve\", 名前 FROM t",
+            ),
+            (
+                "select \"x y\", [x z], `w v` from \"T\"",
+                "SELECT \"x y\", [x z], `w v` FROM \"T\"",
+            ),
+            (
+                "select \"a\"\"b\", `a``b` from t",
+                "SELECT \"a\"\"b\", `a``b` FROM t",
+            ),
+            (
+                "select \"select\" from [from]",
+                "SELECT \"select\" FROM [from]",
+            ),
+            ("select a$b, _x1 from t", "SELECT a$b, _x1 FROM t"),
+            ("select \"unterminated", "SELECT \"unterminated"),
+            // parameters
+            (
+                "select ?, ?1, ?23, :name, @name, $name, $a::b, :x(y), #n",
+                "SELECT ?, ?1, ?23, :name, @name, $name, $a::b, :x(y), #n",
+            ),
+            (
+                "select * from t where a = :a and b = @b and c = $c",
+                "SELECT * FROM t WHERE a = :a AND b = @b AND c = $c",
+            ),
+            // comments
+            ("select 1 -- trailing", "SELECT ?"),
+            ("select /* c */ 1 /* unterminated", "SELECT ?"),
+            ("select a/**/from t", "SELECT a FROM t"),
+            ("-- leading\nselect 1", "SELECT ?"),
+            ("select 1 /* multi\nline */ + 2", "SELECT ? + ?"),
+            // IN lists
+            (
+                "select * from t where a in (1, 2, 3)",
+                "SELECT * FROM t WHERE a IN (?)",
+            ),
+            (
+                "select * from t where a in (1)",
+                "SELECT * FROM t WHERE a IN (?)",
+            ),
+            (
+                "select * from t where a IN(?,?,?)",
+                "SELECT * FROM t WHERE a IN (?)",
+            ),
+            (
+                "select * from t where a not in ('x', -2, x'00', 1.5)",
+                "SELECT * FROM t WHERE a NOT IN (?)",
+            ),
+            (
+                "select * from t where a in (?1, ?2)",
+                "SELECT * FROM t WHERE a IN (?1, ?2)",
+            ),
+            (
+                "select * from t where a in (:a, :b)",
+                "SELECT * FROM t WHERE a IN (:a, :b)",
+            ),
+            (
+                "select * from t where a in (1, b)",
+                "SELECT * FROM t WHERE a IN (?, b)",
+            ),
+            (
+                "select * from t where a in (1, null)",
+                "SELECT * FROM t WHERE a IN (?, NULL)",
+            ),
+            (
+                "select * from t where a in (1 + 2)",
+                "SELECT * FROM t WHERE a IN (? + ?)",
+            ),
+            (
+                "select * from t where a in ()",
+                "SELECT * FROM t WHERE a IN ()",
+            ),
+            (
+                "select * from t where a in (select b from u where c in (1,2))",
+                "SELECT * FROM t WHERE a IN (SELECT b FROM u WHERE c IN (?))",
+            ),
+            (
+                "select * from t where a in t2",
+                "SELECT * FROM t WHERE a IN t2",
+            ),
+            (
+                "select * from t where a in ((1), 2)",
+                "SELECT * FROM t WHERE a IN ((?), ?)",
+            ),
+            // VALUES
+            (
+                "insert into t(a,b) values (1,'a'),(2,'b')",
+                "INSERT INTO t(a, b) VALUES (?, ?)",
+            ),
+            (
+                "insert into t values (1),(2),(3),(4)",
+                "INSERT INTO t VALUES (?)",
+            ),
+            (
+                "insert into t values (1, 2), (3, null)",
+                "INSERT INTO t VALUES (?, ?), (?, NULL)",
+            ),
+            (
+                "insert into t values (1,null),(1,2),(3,4)",
+                "INSERT INTO t VALUES (?, NULL), (?, ?)",
+            ),
+            (
+                "insert into t values (?1, ?2), (?3, ?4)",
+                "INSERT INTO t VALUES (?1, ?2), (?3, ?4)",
+            ),
+            (
+                "insert into t values (?, ?), (?, ?)",
+                "INSERT INTO t VALUES (?, ?)",
+            ),
+            (
+                "insert into t values (-1, abs(-2)), (3, abs(4))",
+                "INSERT INTO t VALUES (?, abs(?))",
+            ),
+            (
+                "insert into t values (1, (select 2)), (3, (select 4))",
+                "INSERT INTO t VALUES (?, (SELECT ?))",
+            ),
+            (
+                "insert into t values (1) on conflict (a) do nothing",
+                "INSERT INTO t VALUES (?) ON CONFLICT (a) DO NOTHING",
+            ),
+            (
+                "insert into t values (1), (2) returning *",
+                "INSERT INTO t VALUES (?) RETURNING *",
+            ),
+            (
+                "insert into t default values",
+                "INSERT INTO t DEFAULT VALUES",
+            ),
+            ("values (1, 2), (3, 4)", "VALUES (?, ?)"),
+            (
+                "insert into t values (1 in (1,2)), (3 in (4))",
+                "INSERT INTO t VALUES (? IN (?))",
+            ),
+            (
+                "select * from (values (1), (2)) join u",
+                "SELECT * FROM (VALUES (?)) JOIN u",
+            ),
+            ("insert into t values (1), (", "INSERT INTO t VALUES (?), ("),
+            // statements
+            ("BEGIN IMMEDIATE", "BEGIN IMMEDIATE"),
+            ("pragma journal_mode = wal", "PRAGMA journal_mode = wal"),
+            ("pragma table_info('t')", "PRAGMA table_info(?)"),
+            (
+                "update t set a = a + 1 where id = 7",
+                "UPDATE t SET a = a + ? WHERE id = ?",
+            ),
+            (
+                "insert or replace into t values (1)",
+                "INSERT OR REPLACE INTO t VALUES (?)",
+            ),
+            (
+                "select replace(a, 'x', 'y') from t",
+                "SELECT REPLACE(a, ?, ?) FROM t",
+            ),
+            // odd bytes
+            ("select a\0b", "SELECT a b"),
+            ("select { } ^ \\", "SELECT { } ^ \\"),
+            ("select ! a", "SELECT ! a"),
+            ("select : @ $", "SELECT : @ $"),
+        ];
+        let mut bad = Vec::new();
+        for (input, want) in cases {
+            let got = norm(input);
+            if got != *want {
+                bad.push(format!("{input:?}\n   got  {got:?}\n   want {want:?}"));
+            }
+        }
+        assert!(bad.is_empty(), "mismatches:\n{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn idempotent_on_well_formed_sql() {
+        for s in [
+            "select a, b from t where a in (1,2) and b = -3 order by a desc limit 10",
+            "insert into t(a,b) values (1,'a'),(2,'b') on conflict(a) do update set b=excluded.b",
+            "SELECT \"naïve\", 名前, count(*) FROM t GROUP BY 1",
+            "with c as (select 1) select * from c",
+            "select a - -1, -b, ~c, x'00', :p, ?3 from t",
+        ] {
+            let once = norm(s);
+            assert_eq!(norm(&once), once, "{s}");
+        }
+    }
+
+    #[test]
+    fn fingerprints() {
+        let same = [
+            "select * from t where a = 1 and b = 'x'",
+            "SELECT * FROM t WHERE a = 42 AND b = 'yy'",
+            "select  *\nfrom t\twhere a=-7 and b='it''s' -- comment",
+            "/* hi */ Select * From t Where a = 1.5e3 And b = x'00';",
+        ];
+        let f0 = fp(same[0]);
+        for s in same {
+            assert_eq!(fp(s), f0, "{s}");
+        }
+        assert_eq!(
+            fp("select * from t where a in (1,2,3)"),
+            fp("select * from t where a in (4)")
+        );
+        assert_eq!(
+            fp("insert into t values (1),(2)"),
+            fp("insert into t values (3)")
+        );
+        // different identifiers, quoting and case of identifiers matter
+        assert_ne!(fp("select a from t"), fp("select b from t"));
+        assert_ne!(fp("select a from t"), fp("select a from u"));
+        assert_ne!(fp("select a from t"), fp("select A from t"));
+        assert_ne!(fp("select a from t"), fp("select \"a\" from t"));
+        assert_ne!(
+            fp("select a from t where a = ?1"),
+            fp("select a from t where a = ?2")
+        );
+        let n = normalize(b"select 1");
+        assert_eq!(n.fingerprint, hash64(n.text.as_bytes()));
+    }
+
+    #[test]
+    fn hash_is_fnv1a64() {
+        assert_eq!(hash64(b""), 0xcbf29ce484222325);
+        assert_eq!(hash64(b"a"), 0xaf63dc4c8601ec8c);
+        assert_eq!(hash64(b"foobar"), 0x85944171f73967e8);
+        // Persisted fingerprints: pin one full normalization.
+        assert_eq!(
+            fingerprint_hex(fp("SELECT 1")),
+            fingerprint_hex(hash64(b"SELECT ?"))
+        );
+        assert_eq!(fingerprint_hex(0xab), "00000000000000ab");
+        assert_eq!(fingerprint_hex(u64::MAX), "ffffffffffffffff");
+    }
+
+    #[test]
+    fn sqlcommenter_tags() {
+        let a = normalize(b"select * from t where a = 1 /*app='x',route='%2Fy'*/");
+        assert_eq!(a.text, "SELECT * FROM t WHERE a = ?");
+        assert_eq!(
+            a.tags,
+            vec![("app".into(), "x".into()), ("route".into(), "/y".into())]
+        );
+        assert_eq!(a.fingerprint, fp("select * from t where a = 1"));
+        assert_eq!(tags_json(&a.tags), r#"{"app":"x","route":"/y"}"#);
+
+        let b = normalize(
+            b"/* route='%2Fusers%2F%3Aid', db_driver='sqlite3%3A3.40', framework='x%20y', action='it\\'s' */ select 1",
+        );
+        assert_eq!(b.text, "SELECT ?");
+        assert_eq!(
+            b.tags,
+            vec![
+                ("action".into(), "it's".into()),
+                ("db_driver".into(), "sqlite3:3.40".into()),
+                ("framework".into(), "x y".into()),
+                ("route".into(), "/users/:id".into()),
+            ]
+        );
+        // URL-encoded key, duplicate key (last wins), two comments.
+        let c = normalize(b"select 1 /*k%20ey='1',z='a'*/ /*z='b'*/");
+        assert_eq!(
+            c.tags,
+            vec![("k ey".into(), "1".into()), ("z".into(), "b".into())]
+        );
+        // Not sqlcommenter: ordinary comments, malformed pairs, unterminated.
+        for s in [
+            "select 1 /* just a comment */",
+            "select 1 /* a='x' b='y' */",
+            "select 1 /* a=x */",
+            "select 1 /* a='x', */",
+            "select 1 /* a='x */",
+            "select 1 /* ='x' */",
+            "select 1 /**/",
+            "select 1 /* app='x'",
+            "select 1 -- app='x'",
+            "select '/*app=''x''*/'",
+        ] {
+            let n = normalize(s.as_bytes());
+            assert!(n.tags.is_empty(), "{s}: {:?}", n.tags);
+        }
+        assert_eq!(tags_json(&[]), "{}");
+        assert_eq!(
+            tags_json(&[
+                ("b".into(), "2".into()),
+                ("a".into(), "q\"\\\n".into()),
+                ("b".into(), "3".into())
+            ]),
+            r#"{"a":"q\"\\\n","b":"3"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&tags_json(&b.tags)).unwrap();
+        assert_eq!(v["route"], "/users/:id");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let n = normalize(b"select \xff\xfe, 'caf\xe9' from t\xc3");
+        assert_eq!(n.text, "SELECT \u{fffd}\u{fffd}, ? FROM t\u{fffd}");
+        assert_eq!(n.fingerprint, hash64(n.text.as_bytes()));
+        // A bare lone byte.
+        assert_eq!(norm_bytes(b"\x80"), "\u{fffd}");
+    }
+
+    fn norm_bytes(b: &[u8]) -> String {
+        normalize(b).text
+    }
+
+    #[test]
+    fn truncation_keeps_full_fingerprint() {
+        let mut sql = String::from("select ");
+        let mut full = String::from("SELECT ");
+        for i in 0..5000 {
+            sql.push_str(&format!("col_名{i} ,"));
+            full.push_str(&format!("col_名{i}, "));
+        }
+        sql.push_str("z from t");
+        full.push_str("z FROM t");
+        assert!(full.len() > MAX_QUERY_TEXT_BYTES);
+        let n = normalize(sql.as_bytes());
+        assert!(n.text.len() <= MAX_QUERY_TEXT_BYTES);
+        assert!(n.text.len() > MAX_QUERY_TEXT_BYTES - 8);
+        assert!(n.text.ends_with('…'));
+        assert!(full.starts_with(n.text.trim_end_matches('…')));
+        assert_eq!(n.fingerprint, hash64(full.as_bytes()));
+        // Changing only the tail still changes the fingerprint.
+        let sql2 = sql.replace("z from t", "y from t");
+        assert_ne!(normalize(sql2.as_bytes()).fingerprint, n.fingerprint);
+    }
+
+    #[test]
+    fn huge_values_linear() {
+        let rows = 1_000_000;
+        let mut sql = String::with_capacity(rows * 16);
+        sql.push_str("INSERT INTO t(a, b) VALUES ");
+        for i in 0..rows {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("({i},'v{i}')"));
+        }
+        sql.push(';');
+        let t = Instant::now();
+        let n = normalize(sql.as_bytes());
+        let el = t.elapsed();
+        assert_eq!(n.text, "INSERT INTO t(a, b) VALUES (?, ?)");
+        assert!(el.as_secs() < 20, "took {el:?}");
+    }
+
+    #[test]
+    fn huge_inputs_no_blowup() {
+        // 10 MB of assorted tokens, an IN list with 1M items, deep parens,
+        // unterminated constructs at 10 MB.
+        let mut big = String::from("select * from t where a in (");
+        for i in 0..1_000_000 {
+            big.push_str(&format!("{i},"));
+        }
+        big.push_str("0)");
+        assert_eq!(norm(&big), "SELECT * FROM t WHERE a IN (?)");
+
+        let deep = format!("select {}1{}", "(".repeat(200_000), ")".repeat(200_000));
+        let n = normalize(deep.as_bytes());
+        assert!(n.text.starts_with("SELECT (((("));
+
+        let ten = 10 * 1024 * 1024;
+        for prefix in [
+            "select '",
+            "select \"",
+            "select [",
+            "select /*",
+            "select --",
+            "select x'",
+        ] {
+            let mut s = prefix.as_bytes().to_vec();
+            s.resize(ten, b'a');
+            let t = Instant::now();
+            let n = normalize(&s);
+            assert!(n.text.len() <= MAX_QUERY_TEXT_BYTES, "{prefix}");
+            assert!(n.text.starts_with("SELECT"), "{prefix}");
+            assert!(t.elapsed().as_secs() < 20);
+        }
+        let mut s = Vec::with_capacity(ten);
+        while s.len() < ten {
+            s.extend_from_slice(b"a + -1 * (b) - 'x' || ");
+        }
+        let n = normalize(&s);
+        assert!(n.text.len() <= MAX_QUERY_TEXT_BYTES);
+    }
+
+    #[test]
+    fn fuzz_never_panics() {
+        let alphabet: &[u8] = b"'\"`[]()xX0123456789.eE+-*/;,?:@$#_ \n\tabcINVALUESinvalues=<>!|&~\\\x00\x80\xc3\xa9\xff%";
+        let mut state: u64 = 0x9e3779b97f4a7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut buf = Vec::with_capacity(256);
+        for round in 0..50_000 {
+            buf.clear();
+            let len = (next() % 120) as usize;
+            for _ in 0..len {
+                let r = next();
+                if round % 7 == 0 {
+                    buf.push(r as u8);
+                } else {
+                    buf.push(alphabet[(r % alphabet.len() as u64) as usize]);
+                }
+            }
+            let n = normalize(&buf);
+            assert_eq!(n.fingerprint, hash64(n.text.as_bytes()));
+            assert!(!n.text.starts_with(' ') && !n.text.ends_with(' '));
+            assert!(!n.text.ends_with(';'));
+            let _ = tags_json(&n.tags);
+        }
+        // Keyword soup with comments, for IN / VALUES state machines.
+        let words = [
+            "IN",
+            "(",
+            ")",
+            ",",
+            "VALUES",
+            "1",
+            "?",
+            "?1",
+            "a",
+            "-",
+            "/*a='b'*/",
+            "'s'",
+            "NOT",
+            "SELECT",
+            ";",
+            "x'0'",
+            "--c\n",
+        ];
+        for _ in 0..50_000 {
+            let mut s = String::new();
+            for _ in 0..(next() % 30) {
+                s.push_str(words[(next() % words.len() as u64) as usize]);
+                if next() % 2 == 0 {
+                    s.push(' ');
+                }
+            }
+            let n = normalize(s.as_bytes());
+            assert_eq!(n.fingerprint, hash64(n.text.as_bytes()));
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn bench_short_statement() {
+        let sql = b"SELECT id, name, email FROM users WHERE id = 42 AND status IN ('a', 'b') ORDER BY name LIMIT 10";
+        let iters = 1_000_000;
+        let t = Instant::now();
+        let mut acc = 0u64;
+        for _ in 0..iters {
+            acc ^= normalize(std::hint::black_box(sql)).fingerprint;
+        }
+        let el = t.elapsed();
+        eprintln!("{:?} per call ({} bytes) {acc}", el / iters, sql.len());
+    }
+}
