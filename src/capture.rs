@@ -65,7 +65,9 @@ impl Hasher for PtrHasher {
         }
     }
     fn write_usize(&mut self, i: usize) {
-        self.0 = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        self.0 = (i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
     }
 }
 type PtrMap<V> = HashMap<usize, V, BuildHasherDefault<PtrHasher>>;
@@ -143,12 +145,19 @@ pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
     }
 }
 
-unsafe extern "C" fn trace_cb(mask: c_uint, ctx: *mut c_void, p: *mut c_void, x: *mut c_void) -> c_int {
+unsafe extern "C" fn trace_cb(
+    mask: c_uint,
+    ctx: *mut c_void,
+    p: *mut c_void,
+    x: *mut c_void,
+) -> c_int {
     let r = catch_unwind(AssertUnwindSafe(|| {
         let state = &mut *(ctx as *mut ConnState);
         match mask {
             ffi::SQLITE_TRACE_ROW => state.on_row(p as usize),
-            ffi::SQLITE_TRACE_STMT => state.on_stmt(p as *mut ffi::sqlite3_stmt, x as *const c_char),
+            ffi::SQLITE_TRACE_STMT => {
+                state.on_stmt(p as *mut ffi::sqlite3_stmt, x as *const c_char)
+            }
             ffi::SQLITE_TRACE_PROFILE => state.on_profile(p as *mut ffi::sqlite3_stmt),
             ffi::SQLITE_TRACE_CLOSE => close(ctx as *mut ConnState, p as *mut ffi::sqlite3),
             _ => {}
@@ -311,7 +320,7 @@ impl ConnState {
         };
         match failure {
             None => {
-                if slot.entry.meta.kind.is_dml() {
+                if slot.entry.meta.fast.kind.is_dml() {
                     exec.rows_affected = ffi::sqlite3_changes(self.db).max(0) as u64;
                 }
                 slot.entry.record(&exec, slot.tags.as_ref());
@@ -328,15 +337,18 @@ impl ConnState {
         let busy = f.code & 0xff == ffi::SQLITE_BUSY;
         slot.entry.record_error(Some(exec), &f.message, busy);
         let sample = (config::get(Key::SampleRawSql) != 0).then(|| {
-            registry::truncate(&String::from_utf8_lossy(&slot.sql), registry::MAX_SAMPLE_BYTES)
-                .to_string()
+            registry::truncate(
+                &String::from_utf8_lossy(&slot.sql),
+                registry::MAX_SAMPLE_BYTES,
+            )
+            .to_string()
         });
         registry::registry().push_error(ErrorRecord {
             at_unix_ms: crate::clock::stamp_unix_ms(exec.at),
             database: self.stats.path.clone(),
             fingerprint: Some(slot.entry.meta.fingerprint),
             query: Some(slot.entry.meta.query.clone()),
-            kind: Some(slot.entry.meta.kind),
+            kind: Some(slot.entry.meta.fast.kind),
             code: f.code & 0xff,
             extended_code: f.code,
             message: f.message,

@@ -118,6 +118,17 @@ pub fn classify(normalized_sql: &str) -> Classified {
     }
 }
 
+/// Keyword kind and token-scan tables only (no sqlparser): cheap enough for
+/// the user's thread at a fingerprint's first sight.
+pub fn classify_fast(normalized_sql: &str) -> Classified {
+    let toks = tokenize(normalized_sql);
+    Classified {
+        kind: keyword_kind(&toks),
+        tables: finish_tables(scan_tables(&toks)),
+        parsed: false,
+    }
+}
+
 // ---------------------------------------------------------------- sqlparser
 
 /// [`parse`] on its own thread ([`PARSE_STACK_BYTES`]), panics caught. `None`
@@ -691,7 +702,9 @@ fn scan_tables(toks: &[T<'_>]) -> Vec<String> {
     let mut depth = 0i64;
     // FROM-list state: paren depth of the FROM, and whether a table name is expected.
     let mut from_depth: Option<i64> = None;
+    // A table name is expected next; in FROM lists `name(` is a table-valued function.
     let mut expect_table = false;
+    let mut in_from_list = false;
     // After CREATE INDEX / CREATE TRIGGER: the next ON names the table.
     let mut on_names_table = false;
     let mut i = 0usize;
@@ -700,7 +713,7 @@ fn scan_tables(toks: &[T<'_>]) -> Vec<String> {
         if expect_table {
             expect_table = false;
             if let Some((name, next)) = read_name(toks, i) {
-                if !matches!(toks.get(next), Some(T::P(b'('))) {
+                if !(in_from_list && matches!(toks.get(next), Some(T::P(b'(')))) {
                     tables.push(name);
                 }
                 i = next;
@@ -715,7 +728,10 @@ fn scan_tables(toks: &[T<'_>]) -> Vec<String> {
                     from_depth = None;
                 }
             }
-            T::P(b',') if from_depth == Some(depth) => expect_table = true,
+            T::P(b',') if from_depth == Some(depth) => {
+                expect_table = true;
+                in_from_list = true;
+            }
             T::P(b';') => {
                 from_depth = None;
                 on_names_table = false;
@@ -726,8 +742,16 @@ fn scan_tables(toks: &[T<'_>]) -> Vec<String> {
                     "FROM" => {
                         from_depth = Some(depth);
                         expect_table = true;
+                        in_from_list = true;
                     }
-                    "JOIN" => expect_table = true,
+                    "JOIN" => {
+                        expect_table = true;
+                        in_from_list = true;
+                    }
+                    "ANALYZE" | "REINDEX" if i == 0 => {
+                        expect_table = true;
+                        in_from_list = false;
+                    }
                     "WHERE" | "GROUP" | "ORDER" | "LIMIT" | "HAVING" | "WINDOW" | "UNION"
                     | "EXCEPT" | "INTERSECT" | "RETURNING" | "SELECT" | "VALUES" | "SET"
                         if from_depth == Some(depth) =>
@@ -764,6 +788,7 @@ fn scan_tables(toks: &[T<'_>]) -> Vec<String> {
                     "ON" if on_names_table => {
                         on_names_table = false;
                         expect_table = true;
+                        in_from_list = false;
                     }
                     "AS" => {
                         // `name [(cols)] AS [NOT] [MATERIALIZED] (` defines a CTE.
@@ -805,6 +830,14 @@ mod tests {
 
     fn c(sql: &str) -> Classified {
         classify(sql)
+    }
+
+    #[test]
+    fn keyword_list_sorted() {
+        assert_eq!(KEYWORDS.len(), 147);
+        assert!(KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(is_keyword("select") && is_keyword("Current_Timestamp"));
+        assert!(!is_keyword("users") && !is_keyword("rowid") && !is_keyword(""));
     }
 
     #[test]
@@ -932,10 +965,14 @@ mod tests {
                     got.kind, got.tables, got.parsed, kind, want_tables, parsed
                 ));
             }
-            // The fallback must agree with the parser on kind.
+            // The fallback must agree with the parser on kind and tables.
             let toks = tokenize(sql);
             if keyword_kind(&toks) != *kind {
                 bad.push(format!("{sql}: keyword kind {:?}", keyword_kind(&toks)));
+            }
+            let scanned = finish_tables(scan_tables(&toks));
+            if scanned != want_tables {
+                bad.push(format!("{sql}: scanned tables {scanned:?}"));
             }
         }
         assert!(bad.is_empty(), "mismatches:\n{}", bad.join("\n"));
@@ -960,6 +997,14 @@ mod tests {
             ("SELECT 'FROM x' FROM t", &["t"]),
             ("SELECT * FROM [a]]b]", &["a"]),
             ("SELECT * FROM \"a\"\"b\"", &["a\"b"]),
+            ("CREATE VIRTUAL TABLE docs USING fts5(title, body)", &["docs"]),
+            ("INSERT OR REPLACE INTO t(a, b) VALUES (?, ?) ON CONFLICT(a) DO UPDATE SET b = ?", &["t"]),
+            ("CREATE TRIGGER tr BEFORE DELETE ON main.t BEGIN DELETE FROM u WHERE id = old.id; END", &["main.t", "u"]),
+            ("CREATE INDEX i ON t(a)", &["t"]),
+            ("DROP TABLE IF EXISTS [x]", &["x"]),
+            ("REINDEX t", &["t"]),
+            ("ANALYZE", &[]),
+            ("PRAGMA table_info(t)", &[]),
             ("SELECT * FROM", &[]),
             ("SELECT * FROM t.", &["t"]),
         ];

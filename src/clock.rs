@@ -179,9 +179,19 @@ mod tests {
         assert_eq!(parse_instant(&iso_ms(t)), Some(t));
         assert_eq!(parse_instant("2026-11-25 06:35:39"), Some(t - 123));
         assert_eq!(parse_instant("2026-11-25T06:35"), Some(t - 39_123));
-        assert_eq!(parse_instant("2026-11-25"), Some(t - (6 * 3600 + 35 * 60 + 39) * 1000 - 123));
+        assert_eq!(
+            parse_instant("2026-11-25"),
+            Some(t - (6 * 3600 + 35 * 60 + 39) * 1000 - 123)
+        );
         assert_eq!(parse_instant("2000-02-29"), Some(951_782_400_000));
-        for bad in ["", "2026", "2026-13-01", "2026-11-25X06", "yesterday", "2026-11-25T06:35:39.Z"] {
+        for bad in [
+            "",
+            "2026",
+            "2026-13-01",
+            "2026-11-25X06",
+            "yesterday",
+            "2026-11-25T06:35:39.Z",
+        ] {
             assert_eq!(parse_instant(bad), None, "{bad}");
         }
     }

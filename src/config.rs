@@ -82,7 +82,8 @@ pub const KEYS: &[KeyDef] = &[
         min: 0,
         max: 1,
         default: DEFAULT_SAMPLE_RAW_SQL,
-        help: "keep the raw SQL text (with literals) of failed statements in insights_errors.sample",
+        help:
+            "keep the raw SQL text (with literals) of failed statements in insights_errors.sample",
     },
     KeyDef {
         key: Key::Capture,

@@ -191,7 +191,11 @@ pub fn step_error_message(line: &str, sql: &str) -> Option<String> {
         let rest = rest.strip_prefix(" in [")?;
         let after = match_sql(rest, sql)?;
         let msg = after.strip_prefix("]: ").unwrap_or(after);
-        return Some(if msg.is_empty() { "constraint failed".into() } else { msg.to_string() });
+        return Some(if msg.is_empty() {
+            "constraint failed".into()
+        } else {
+            msg.to_string()
+        });
     }
     if let Some(rest) = line.strip_prefix("statement aborts at ") {
         let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
@@ -284,7 +288,9 @@ unsafe fn image_base(addr: *const c_void) -> Option<(usize, String)> {
     let name = if info.dli_fname.is_null() {
         String::new()
     } else {
-        CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned()
+        CStr::from_ptr(info.dli_fname)
+            .to_string_lossy()
+            .into_owned()
     };
     Some((info.dli_fbase as usize, name))
 }
@@ -364,7 +370,11 @@ pub fn probe() -> bool {
     }
     PROBE_SEEN.store(false, Ordering::Relaxed);
     unsafe {
-        ffi::sqlite3_log(ffi::SQLITE_NOTICE, c"%s".as_ptr(), c"sqlite-insights probe".as_ptr());
+        ffi::sqlite3_log(
+            ffi::SQLITE_NOTICE,
+            c"%s".as_ptr(),
+            c"sqlite-insights probe".as_ptr(),
+        );
     }
     PROBE_SEEN.load(Ordering::Relaxed)
 }
@@ -390,9 +400,13 @@ unsafe fn preload() {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let listed = pre
-        .split([':', ' '])
-        .any(|p| !p.is_empty() && std::path::Path::new(p).file_name().map(|f| f.to_string_lossy() == my_name).unwrap_or(false));
+    let listed = pre.split([':', ' ']).any(|p| {
+        !p.is_empty()
+            && std::path::Path::new(p)
+                .file_name()
+                .map(|f| f.to_string_lossy() == my_name)
+                .unwrap_or(false)
+    });
     if !listed || env_off() {
         return;
     }
@@ -418,7 +432,9 @@ unsafe fn preload() {
         MODE.store(Mode::Preload as u8, Ordering::Relaxed);
         set_note("installed by LD_PRELOAD before SQLite started".into());
     }
-    let autoload = std::env::var(ENV_AUTOLOAD).map(|v| v == "1").unwrap_or(false);
+    let autoload = std::env::var(ENV_AUTOLOAD)
+        .map(|v| v == "1")
+        .unwrap_or(false);
     if autoload {
         let f = if handle.is_null() {
             libc::dlsym(libc::RTLD_DEFAULT, c"sqlite3_auto_extension".as_ptr())
@@ -428,9 +444,11 @@ unsafe fn preload() {
         if !f.is_null() {
             let auto: unsafe extern "C" fn(Option<unsafe extern "C" fn()>) -> c_int =
                 std::mem::transmute::<*mut c_void, _>(f);
-            auto(Some(std::mem::transmute::<*const (), unsafe extern "C" fn()>(
-                crate::auto_entry as *const (),
-            )));
+            auto(Some(
+                std::mem::transmute::<*const (), unsafe extern "C" fn()>(
+                    crate::auto_entry as *const (),
+                ),
+            ));
         }
     }
 }
@@ -443,14 +461,25 @@ mod tests {
     fn step_messages_3_40() {
         let sql = "INSERT INTO t(v) VALUES(1)";
         assert_eq!(
-            step_error_message("abort at 12 in [INSERT INTO t(v) VALUES(1)]: UNIQUE constraint failed: t.v", sql).as_deref(),
+            step_error_message(
+                "abort at 12 in [INSERT INTO t(v) VALUES(1)]: UNIQUE constraint failed: t.v",
+                sql
+            )
+            .as_deref(),
             Some("UNIQUE constraint failed: t.v")
         );
         assert_eq!(
-            step_error_message("statement aborts at 3: [INSERT INTO t(v) VALUES(1)] integer overflow", sql).as_deref(),
+            step_error_message(
+                "statement aborts at 3: [INSERT INTO t(v) VALUES(1)] integer overflow",
+                sql
+            )
+            .as_deref(),
             Some("integer overflow")
         );
-        assert_eq!(step_error_message("abort at 12 in [SELECT 2]: x", sql), None);
+        assert_eq!(
+            step_error_message("abort at 12 in [SELECT 2]: x", sql),
+            None
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::clock;
 use crate::registry::registry;
-use crate::vtab::{Scan, register, text, text_opt, Source, Tab};
+use crate::vtab::{register, text, text_opt, Scan, Source, Tab};
 use rusqlite::types::Value;
 use rusqlite::vtab::Module;
 use rusqlite::{Connection, Result};

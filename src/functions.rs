@@ -68,8 +68,9 @@ fn check_args(ctx: &Context<'_>, name: &str, min: usize, max: usize) -> Result<(
 
 fn text_arg<'a>(ctx: &'a Context<'_>, name: &str, i: usize, what: &str) -> Result<&'a str> {
     match ctx.get_raw(i) {
-        ValueRef::Text(t) => std::str::from_utf8(t)
-            .map_err(|_| err(format!("{name}: {what} is not valid UTF-8"))),
+        ValueRef::Text(t) => {
+            std::str::from_utf8(t).map_err(|_| err(format!("{name}: {what} is not valid UTF-8")))
+        }
         ValueRef::Null => Err(err(format!("{name}: {what} must be text, got NULL"))),
         _ => Err(err(format!("{name}: {what} must be text"))),
     }
@@ -181,7 +182,9 @@ pub const STORE_PATH_KEY: &str = "store_path";
 fn store_path_config(ctx: &Context<'_>) -> Result<String> {
     let db = registry().db(&caller_db(ctx)?);
     if ctx.len() == 2 {
-        let v = text_arg(ctx, "insights_config", 1, "store_path")?.trim().to_string();
+        let v = text_arg(ctx, "insights_config", 1, "store_path")?
+            .trim()
+            .to_string();
         let configured = if v.eq_ignore_ascii_case("default") {
             None
         } else if v.is_empty() || v.eq_ignore_ascii_case("off") {

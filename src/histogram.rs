@@ -135,7 +135,10 @@ impl Histogram {
         if idx < self.base {
             return 0;
         }
-        self.counts.get((idx - self.base) as usize).copied().unwrap_or(0)
+        self.counts
+            .get((idx - self.base) as usize)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Non-empty buckets, ascending: (bucket index, count).
@@ -285,10 +288,16 @@ mod tests {
         let mut m = a.clone();
         m.merge(&b);
         assert_eq!(m.total(), all.total());
-        assert_eq!(m.buckets().collect::<Vec<_>>(), all.buckets().collect::<Vec<_>>());
+        assert_eq!(
+            m.buckets().collect::<Vec<_>>(),
+            all.buckets().collect::<Vec<_>>()
+        );
         let mut m2 = b.clone();
         m2.merge(&a);
-        assert_eq!(m2.buckets().collect::<Vec<_>>(), all.buckets().collect::<Vec<_>>());
+        assert_eq!(
+            m2.buckets().collect::<Vec<_>>(),
+            all.buckets().collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -305,10 +314,16 @@ mod tests {
         }
         let d = late.minus(&early);
         assert_eq!(d.total(), 3);
-        assert_eq!(d.buckets().collect::<Vec<_>>(), want.buckets().collect::<Vec<_>>());
+        assert_eq!(
+            d.buckets().collect::<Vec<_>>(),
+            want.buckets().collect::<Vec<_>>()
+        );
         let mut back = early.clone();
         back.merge(&d);
-        assert_eq!(back.buckets().collect::<Vec<_>>(), late.buckets().collect::<Vec<_>>());
+        assert_eq!(
+            back.buckets().collect::<Vec<_>>(),
+            late.buckets().collect::<Vec<_>>()
+        );
         assert_eq!(back.total(), late.total());
     }
 
@@ -334,7 +349,10 @@ mod tests {
         }
         let s = h.encode();
         let d = Histogram::decode(&s).unwrap();
-        assert_eq!(d.buckets().collect::<Vec<_>>(), h.buckets().collect::<Vec<_>>());
+        assert_eq!(
+            d.buckets().collect::<Vec<_>>(),
+            h.buckets().collect::<Vec<_>>()
+        );
         assert_eq!(d.total(), h.total());
         assert_eq!(Histogram::decode("").unwrap().total(), 0);
         assert!(Histogram::decode("x:1").is_none());

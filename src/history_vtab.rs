@@ -48,7 +48,9 @@ impl Source for History {
                 COL_RESOLUTION => {
                     let r = s.to_ascii_lowercase();
                     if !store::RESOLUTIONS.iter().any(|(n, _)| *n == r) {
-                        return Err(format!("resolution must be 'minute', 'hour' or 'day', got '{s}'"));
+                        return Err(format!(
+                            "resolution must be 'minute', 'hour' or 'day', got '{s}'"
+                        ));
                     }
                     f.resolution = Some(r);
                 }

@@ -6,7 +6,7 @@
 
 use crate::clock;
 use crate::config::{self, Key};
-use crate::vtab::{Scan, int, register, text, text_opt, Source, Tab};
+use crate::vtab::{int, register, text, text_opt, Scan, Source, Tab};
 use rusqlite::types::Value;
 use rusqlite::vtab::Module;
 use rusqlite::{Connection, Result};

@@ -85,9 +85,8 @@ unsafe fn init(
         functions::set_env_notes(config::load_env());
         store::start_flusher();
         errlog::install_runtime(p_api);
-        let f: unsafe extern "C" fn() = std::mem::transmute::<*const (), unsafe extern "C" fn()>(
-            auto_entry as *const (),
-        );
+        let f: unsafe extern "C" fn() =
+            std::mem::transmute::<*const (), unsafe extern "C" fn()>(auto_entry as *const ());
         ffi::sqlite3_auto_extension(Some(f));
     });
     let conn = match Connection::from_handle(db) {

@@ -57,7 +57,7 @@ pub struct Normalized {
     pub tags: Vec<(String, String)>,
 }
 
-/// SQLite's full keyword list (147 words), sorted for binary search.
+/// SQLite's full keyword list (147 words), kept sorted (a test checks it).
 const KEYWORDS: [&str; 147] = [
     "ABORT",
     "ACTION",

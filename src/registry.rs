@@ -14,7 +14,7 @@
 //! - Locks are taken in one order: registry map -> db map -> entry; the error
 //!   ring is taken alone.
 
-use crate::classify::{self, Kind};
+use crate::classify::{self, Classified, Kind};
 use crate::clock;
 use crate::config::{self, Key};
 use crate::histogram::Histogram;
@@ -39,12 +39,58 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// What a fingerprint is: fixed at first sight.
+///
+/// At first sight (on the user's thread) only the cheap keyword/token scan
+/// runs (`fast`); the sqlparser classification (`full`, ~0.1 ms because it
+/// parses on a thread with a large stack) runs once, later, off the hot path:
+/// when a reader or the flusher first asks for `kind()`/`tables()`.
 #[derive(Debug)]
 pub struct Meta {
     pub fingerprint: u64,
     pub query: String,
-    pub kind: Kind,
-    pub tables: Vec<String>,
+    pub fast: Classified,
+    full: OnceLock<Classified>,
+}
+
+impl Meta {
+    pub fn new(fingerprint: u64, query: String) -> Meta {
+        let fast = classify::classify_fast(&query);
+        Meta {
+            fingerprint,
+            query,
+            fast,
+            full: OnceLock::new(),
+        }
+    }
+
+    /// A meta read back from the store, already classified.
+    pub fn classified(fingerprint: u64, query: String, kind: Kind, tables: Vec<String>) -> Meta {
+        let c = Classified {
+            kind,
+            tables,
+            parsed: true,
+        };
+        Meta {
+            fingerprint,
+            query,
+            fast: c.clone(),
+            full: OnceLock::from(c),
+        }
+    }
+
+    fn full(&self) -> &Classified {
+        self.full.get_or_init(|| classify::classify(&self.query))
+    }
+
+    /// Statement kind (sqlparser's when it parses).
+    pub fn kind(&self) -> Kind {
+        self.full().kind
+    }
+
+    /// Tables touched (sqlparser's when it parses).
+    pub fn tables(&self) -> &[String] {
+        &self.full().tables
+    }
 }
 
 /// Counters of one fingerprint.
@@ -277,14 +323,7 @@ impl DbStats {
         if let Some(e) = lock(&self.entries).get(&fingerprint) {
             return e.clone();
         }
-        // classify outside the lock: sqlparser can take tens of microseconds
-        let c = classify::classify(normalized);
-        let meta = Arc::new(Meta {
-            fingerprint,
-            query: truncate_query(normalized),
-            kind: c.kind,
-            tables: c.tables,
-        });
+        let meta = Arc::new(Meta::new(fingerprint, truncate_query(normalized)));
         self.insert_meta(meta)
     }
 
@@ -405,7 +444,10 @@ fn truncate_query(normalized: &str) -> String {
 /// insertion; always at least EVICT_FRACTION of max. Returns them.
 fn evict_batch(map: &mut HashMap<u64, Arc<Entry>>, max: usize) -> Vec<Arc<Entry>> {
     let batch = ((max as f64 * EVICT_FRACTION).ceil() as usize).max(1);
-    let want = (map.len() + 1).saturating_sub(max).max(batch).min(map.len());
+    let want = (map.len() + 1)
+        .saturating_sub(max)
+        .max(batch)
+        .min(map.len());
     if want == 0 {
         return Vec::new();
     }
@@ -566,7 +608,7 @@ pub fn record_prepare_error(db: &DbStats, sql: &str, code: i32, message: &str) {
         database: db.path.clone(),
         fingerprint: Some(n.fingerprint),
         query: Some(e.meta.query.clone()),
-        kind: Some(e.meta.kind),
+        kind: Some(e.meta.fast.kind),
         code: code & 0xff,
         extended_code: code,
         message: truncate(message, MAX_ERROR_MESSAGE_BYTES).to_string(),
@@ -574,6 +616,17 @@ pub fn record_prepare_error(db: &DbStats, sql: &str, code: i32, message: &str) {
         sample: (config::get(Key::SampleRawSql) != 0)
             .then(|| truncate(sql, MAX_SAMPLE_BYTES).to_string()),
     });
+}
+
+/// Record an event in memory and (best effort) in the database's store.
+pub fn note_event(db: &Arc<DbStats>, kind: &str, detail: &str) {
+    registry().push_event(EventRecord {
+        at_unix_ms: clock::unix_ms_now(),
+        kind: kind.into(),
+        database: db.path.clone(),
+        detail: detail.into(),
+    });
+    crate::store::store_event(db, kind, detail);
 }
 
 #[cfg(test)]
@@ -613,12 +666,7 @@ mod tests {
     fn evict_batch_takes_five_percent_least_used() {
         let mut map = HashMap::new();
         for fp in 0..100u64 {
-            let e = Arc::new(Entry::new(Arc::new(Meta {
-                fingerprint: fp,
-                query: String::new(),
-                kind: Kind::Select,
-                tables: vec![],
-            })));
+            let e = Arc::new(Entry::new(Arc::new(Meta::new(fp, "SELECT 1".into()))));
             for _ in 0..fp {
                 e.record(&exec(1), None);
             }
@@ -664,15 +712,4 @@ mod tests {
         assert_eq!(lock(&e.stats).errors, 1);
         assert_eq!(lock(&e.stats).calls, 4);
     }
-}
-
-/// Record an event in memory and (best effort) in the database's store.
-pub fn note_event(db: &Arc<DbStats>, kind: &str, detail: &str) {
-    registry().push_event(EventRecord {
-        at_unix_ms: clock::unix_ms_now(),
-        kind: kind.into(),
-        database: db.path.clone(),
-        detail: detail.into(),
-    });
-    crate::store::store_event(db, kind, detail);
 }

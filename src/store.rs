@@ -59,7 +59,8 @@ pub const MAX_STORED_EVENTS: i64 = 10_000;
 /// place of a fingerprint (shown as a NULL fingerprint).
 pub const KIND_PREFIX: &str = "kind:";
 
-pub const RESOLUTIONS: [(&str, i64); 3] = [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
+pub const RESOLUTIONS: [(&str, i64); 3] =
+    [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
 
 /// Per-database store state; lives in `DbStats::store`.
 #[derive(Default)]
@@ -243,14 +244,19 @@ fn delta(cur: &Agg, prev: &Agg) -> Agg {
 fn hist_bounds(h: &Histogram) -> (u64, u64) {
     let mut it = h.buckets();
     let lo = it.next().map(|(i, _)| histogram::bucket_low(i));
-    let hi = h.buckets().last().map(|(i, _)| histogram::bucket_high(i).saturating_sub(1));
+    let hi = h
+        .buckets()
+        .last()
+        .map(|(i, _)| histogram::bucket_high(i).saturating_sub(1));
     (lo.unwrap_or(0), hi.unwrap_or(0))
 }
 
 const AGG_COLS: &str = "calls, errors, busy, timed, total_ns, min_ns, max_ns, sumsq_ms, hist, rows_returned, rows_affected, vm_steps, fullscan_steps, sorts, autoindexes";
 
 fn agg_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Agg> {
-    let g = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, Option<i64>>(at + i)?.unwrap_or(0).max(0) as u64) };
+    let g = |i: usize| -> rusqlite::Result<u64> {
+        Ok(r.get::<_, Option<i64>>(at + i)?.unwrap_or(0).max(0) as u64)
+    };
     let hist: Option<String> = r.get(at + 8)?;
     Ok(Agg {
         calls: g(0)?,
@@ -261,7 +267,10 @@ fn agg_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Agg> {
         min_ns: g(5)?,
         max_ns: g(6)?,
         sumsq_ms: r.get::<_, Option<f64>>(at + 7)?.unwrap_or(0.0),
-        hist: hist.as_deref().and_then(Histogram::decode).unwrap_or_default(),
+        hist: hist
+            .as_deref()
+            .and_then(Histogram::decode)
+            .unwrap_or_default(),
         rows_returned: g(9)?,
         rows_affected: g(10)?,
         vm_steps: g(11)?,
@@ -312,7 +321,7 @@ pub fn flush_db(db: &Arc<DbStats>) -> Result<usize, String> {
             new_last.insert(e.meta.fingerprint, (e.clone(), cur));
         }
     }
-    let housekeeping = st.flushes % HOUSEKEEPING_EVERY == 0;
+    let housekeeping = st.flushes.is_multiple_of(HOUSEKEEPING_EVERY);
     let result = internal(|| -> rusqlite::Result<()> {
         let conn = st.conn(&path)?;
         if pending.is_empty() && !housekeeping {
@@ -384,14 +393,22 @@ fn write(conn: &Connection, pending: &[Pending], housekeeping: bool) -> rusqlite
                 .unwrap_or_default();
             // stored instants are unix ms; ours are monotonic stamps
             let mut local = d.clone();
-            local.first_seen = if d.first_seen > 0 { clock::stamp_unix_ms(d.first_seen) as u64 } else { 0 };
-            local.last_seen = if d.last_seen > 0 { clock::stamp_unix_ms(d.last_seen) as u64 } else { 0 };
+            local.first_seen = if d.first_seen > 0 {
+                clock::stamp_unix_ms(d.first_seen) as u64
+            } else {
+                0
+            };
+            local.last_seen = if d.last_seen > 0 {
+                clock::stamp_unix_ms(d.last_seen) as u64
+            } else {
+                0
+            };
             merge_stored(&mut total, &local);
-            let tables = serde_json::to_string(&p.meta.tables).unwrap_or_else(|_| "[]".into());
+            let tables = serde_json::to_string(p.meta.tables()).unwrap_or_else(|_| "[]".into());
             put_total.execute(params![
                 fp,
                 p.meta.query,
-                p.meta.kind.as_str(),
+                p.meta.kind().as_str(),
                 tables,
                 d.tags.as_deref(),
                 i(total.calls),
@@ -414,19 +431,39 @@ fn write(conn: &Connection, pending: &[Pending], housekeeping: bool) -> rusqlite
                 d.last_error.as_deref(),
             ])?;
             // buckets: the execution time of the delta's last statement
-            let at_ms = if local.last_seen > 0 { local.last_seen as i64 } else { clock::unix_ms_now() };
+            let at_ms = if local.last_seen > 0 {
+                local.last_seen as i64
+            } else {
+                clock::unix_ms_now()
+            };
             for (ri, (res, width)) in RESOLUTIONS.iter().enumerate() {
                 let bucket = clock::iso_ms(at_ms - at_ms.rem_euclid(*width));
-                upsert_bucket(&mut get_hist, &mut put_hist, res, &bucket, &fp, p.meta.kind.as_str(), d)?;
+                upsert_bucket(
+                    &mut get_hist,
+                    &mut put_hist,
+                    res,
+                    &bucket,
+                    &fp,
+                    p.meta.kind().as_str(),
+                    d,
+                )?;
                 kinds
-                    .entry((ri, bucket, p.meta.kind.as_str()))
+                    .entry((ri, bucket, p.meta.kind().as_str()))
                     .or_default()
                     .merge_counts(d);
             }
         }
         for ((ri, bucket, kind), d) in &kinds {
             let key = format!("{KIND_PREFIX}{kind}");
-            upsert_bucket(&mut get_hist, &mut put_hist, RESOLUTIONS[*ri].0, bucket, &key, kind, d)?;
+            upsert_bucket(
+                &mut get_hist,
+                &mut put_hist,
+                RESOLUTIONS[*ri].0,
+                bucket,
+                &key,
+                kind,
+                d,
+            )?;
         }
     }
     if housekeeping {
@@ -545,19 +582,18 @@ pub fn totals_with_pending(db: &Arc<DbStats>) -> Option<Vec<(Arc<Meta>, Agg)>> {
             a.last_error = r.get(7)?;
             a.tags = r.get::<_, Option<String>>(4)?.map(Arc::from);
             let tables: Option<String> = r.get(3)?;
-            let meta = Meta {
-                fingerprint: u64::from_str_radix(&fp, 16).unwrap_or(0),
-                query: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                kind: r
-                    .get::<_, Option<String>>(2)?
+            let meta = Meta::classified(
+                u64::from_str_radix(&fp, 16).unwrap_or(0),
+                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                r.get::<_, Option<String>>(2)?
                     .as_deref()
                     .and_then(crate::classify::Kind::from_str)
                     .unwrap_or(crate::classify::Kind::Other),
-                tables: tables
+                tables
                     .as_deref()
                     .and_then(|t| serde_json::from_str(t).ok())
                     .unwrap_or_default(),
-            };
+            );
             Ok((Arc::new(meta), a))
         })?;
         rows.collect()
@@ -572,7 +608,10 @@ pub fn totals_with_pending(db: &Arc<DbStats>) -> Option<Vec<(Arc<Meta>, Agg)>> {
     };
     // stored instants are unix ms; convert to the registry's monotonic stamps
     // by carrying unix ms in a separate merge below.
-    let mut by_fp: HashMap<u64, (Arc<Meta>, Agg)> = stored.into_iter().map(|(m, a)| (m.fingerprint, (m, a))).collect();
+    let mut by_fp: HashMap<u64, (Arc<Meta>, Agg)> = stored
+        .into_iter()
+        .map(|(m, a)| (m.fingerprint, (m, a)))
+        .collect();
     for e in db.live_entries() {
         let cur = lock(&e.stats).clone();
         let prev = match st.last.get(&e.meta.fingerprint) {
@@ -630,16 +669,34 @@ pub fn reset_store(db: &Arc<DbStats>, fingerprint: Option<u64>) -> Result<(), St
                 tx.execute("DELETE FROM history WHERE fingerprint = ?1", params![fp])?;
             }
         }
-        insert_event(&tx, "reset", &db.path, &fingerprint.map(normalize::fingerprint_hex).unwrap_or_else(|| "all".into()))?;
+        insert_event(
+            &tx,
+            "reset",
+            &db.path,
+            &fingerprint
+                .map(normalize::fingerprint_hex)
+                .unwrap_or_else(|| "all".into()),
+        )?;
         tx.commit()
     });
     r.map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn insert_event(conn: &Connection, kind: &str, database: &str, detail: &str) -> rusqlite::Result<()> {
+fn insert_event(
+    conn: &Connection,
+    kind: &str,
+    database: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO events(at, kind, database, pid, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![clock::iso_ms(clock::unix_ms_now()), kind, database, std::process::id() as i64, detail],
+        params![
+            clock::iso_ms(clock::unix_ms_now()),
+            kind,
+            database,
+            std::process::id() as i64,
+            detail
+        ],
     )?;
     Ok(())
 }
@@ -762,7 +819,7 @@ pub fn start_flusher() {
         .spawn(|| {
             errlog::set_internal_thread(true);
             loop {
-                let interval = config::get(Key::FlushIntervalMs).max(1) as i64;
+                let interval = config::get(Key::FlushIntervalMs).max(1);
                 let now = clock::unix_ms_now();
                 // wake on wall-clock multiples of the interval
                 let wait = (interval - now.rem_euclid(interval)).max(1) as u64;
@@ -776,7 +833,7 @@ pub fn start_flusher() {
                     return;
                 }
                 drop(guard);
-                let _ = std::panic::catch_unwind(|| flush_all());
+                let _ = std::panic::catch_unwind(flush_all);
                 FLUSH_ROUNDS.fetch_add(1, Ordering::Relaxed);
             }
         });

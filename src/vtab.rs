@@ -204,10 +204,17 @@ unsafe impl<S: Source> VTabCursor for Cursor<S> {
     fn filter(&mut self, _idx_num: c_int, idx_str: Option<&str>, args: &Filters<'_>) -> Result<()> {
         self.rows = guard(S::NAME, || {
             let mut constraints = Vec::new();
-            for (n, part) in idx_str.unwrap_or("").split(';').filter(|p| !p.is_empty()).enumerate() {
+            for (n, part) in idx_str
+                .unwrap_or("")
+                .split(';')
+                .filter(|p| !p.is_empty())
+                .enumerate()
+            {
                 let (col, op) = part.split_at(part.len() - 1);
-                let (Ok(col), Some(op)) = (col.parse::<c_int>(), op.chars().next().and_then(Op::from_code))
-                else {
+                let (Ok(col), Some(op)) = (
+                    col.parse::<c_int>(),
+                    op.chars().next().and_then(Op::from_code),
+                ) else {
                     continue;
                 };
                 let v: Value = args.get(n)?;
@@ -249,7 +256,10 @@ unsafe impl<S: Source> VTabCursor for Cursor<S> {
 }
 
 /// Register table `S` on a connection.
-pub fn register<S: Source>(conn: &Connection, module: &'static Module<'static, Tab<S>>) -> Result<()> {
+pub fn register<S: Source>(
+    conn: &Connection,
+    module: &'static Module<'static, Tab<S>>,
+) -> Result<()> {
     conn.create_module(S::NAME, module, None)
 }
 

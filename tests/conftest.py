@@ -57,18 +57,21 @@ def one(con, sql, *params):
 def debug(con):
     return json.loads(one(con, "SELECT insights_debug()"))
 
+QUERY_COLS = ["database", "fingerprint", "query", "kind", "tables", "tags", "calls", "errors", "busy",
+              "rows_returned", "rows_affected", "last_error"]
+ERROR_COLS = ["at", "database", "fingerprint", "query", "kind", "phase", "code", "extended_code",
+              "code_name", "message", "sample"]
+
+def dicts(con, cols, table, where="1", *params):
+    """Rows of a table as dicts (works for sqlite3 and apsw cursors alike)."""
+    sql = "SELECT " + ", ".join(cols) + " FROM " + table + " WHERE " + where
+    return [dict(zip(cols, r)) for r in con.execute(sql, params).fetchall()]
+
 def queries(con, where="1", *params):
-    cur = con.execute(
-        "SELECT database, fingerprint, query, kind, tables, tags, calls, errors, busy,"
-        " rows_returned, rows_affected, last_error FROM insights_queries WHERE " + where,
-        params)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
+    return dicts(con, QUERY_COLS, "insights_queries", where, *params)
 
 def errors(con, where="1", *params):
-    cur = con.execute("SELECT * FROM insights_errors WHERE " + where, params)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
+    return dicts(con, ERROR_COLS, "insights_errors", where, *params)
 
 def attempt(con, sql, *params):
     """Run sql; return ['ok', rows] or ['err', type name, message]."""
