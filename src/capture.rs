@@ -8,7 +8,9 @@
 //!   per execution. A cache hit does no allocation and takes one short lock
 //!   (the fingerprint's counters). No I/O, no lock held while calling SQLite.
 //! - A STMT event whose SQL starts with `--` on a statement that is already
-//!   running is a trigger body or nested program: not counted again.
+//!   running is a trigger body line: not counted again. A statement run from
+//!   inside another (a user function's query) has its own stmt pointer and
+//!   arrives as `-- <sql>`: it is counted as itself, under its own text.
 //! - PROFILE with no STMT seen (or ROW for an unknown stmt) is ignored.
 //! - Errors: the error log (see `errlog`) leaves a pending step error on the
 //!   thread; the next PROFILE on that thread takes it if it names the same SQL.
@@ -221,22 +223,35 @@ impl ConnState {
         if x.is_null() || config::get(Key::Capture) == 0 {
             return;
         }
+        // a step error logged before this statement started is not its own
+        errlog::drop_pending();
         let xb = x as *const u8;
         let key = stmt as usize;
+        // The statement's own text. X is that text for top-level statements;
+        // a statement run from inside another one (e.g. by a user function)
+        // arrives as "-- <sql>" on its own stmt pointer.
+        let own = ffi::sqlite3_sql(stmt) as *const u8;
+        let sqlp = if own.is_null() { xb } else { own };
         if let Some(slot) = self.slots.get_mut(&key) {
             if slot.start.is_some() && starts_with_comment(xb) {
-                return; // trigger body / nested program of a running statement
+                return; // a trigger body line of this running statement
             }
-            if same_sql(&slot.sql, xb) {
+            if same_sql(&slot.sql, sqlp) {
                 slot.start = Some(Instant::now());
                 slot.rows = 0;
                 errlog::set_thread_db(&self.stats);
                 return;
             }
-        } else if CStr::from_ptr(x).to_bytes().starts_with(b"-- TRIGGER ") {
-            return; // a trigger of a statement we never saw start
+        } else if starts_with_comment(xb) && sqlp != xb {
+            // "-- <sql>" of a nested statement is a run; any other "-- ..."
+            // line is a trigger body of a statement we never saw start
+            let xs = CStr::from_ptr(x).to_bytes();
+            let ss = CStr::from_ptr(sqlp as *const c_char).to_bytes();
+            if !(xs.len() == ss.len() + 3 && &xs[3..] == ss) {
+                return;
+            }
         }
-        self.miss(stmt, x);
+        self.miss(stmt, sqlp as *const c_char);
     }
 
     #[cold]
@@ -276,9 +291,11 @@ impl ConnState {
     unsafe fn on_profile(&mut self, stmt: *mut ffi::sqlite3_stmt) {
         let end = Instant::now();
         let Some(slot) = self.slots.get_mut(&(stmt as usize)) else {
+            errlog::drop_pending(); // a step error of a statement we do not track
             return;
         };
         let Some(start) = slot.start.take() else {
+            errlog::drop_pending();
             return;
         };
         let cur = stmt_counters(stmt);
@@ -311,7 +328,12 @@ impl ConnState {
             None
         };
         let failure = match failure {
-            Some(f) if f.code & 0xff == ffi::SQLITE_SCHEMA => return, // retried by SQLite
+            Some(f) if f.code & 0xff == ffi::SQLITE_SCHEMA => {
+                // SQLite re-prepares and re-runs this statement in the same
+                // sqlite3_step call; the run ends at the next PROFILE
+                slot.start = Some(start);
+                return;
+            }
             Some(f) => Some(f),
             None if slot.rows == 0 && ffi::sqlite3_stmt_busy(stmt) != 0 => {
                 Some(errlog::Failure::busy())

@@ -150,6 +150,15 @@ fn thread_db() -> Arc<DbStats> {
     registry::registry().db(registry::UNKNOWN_DB)
 }
 
+/// Forget a pending step error (it belongs to no statement we track).
+#[inline]
+pub fn drop_pending() {
+    if has_pending() {
+        let _ = HAS_PENDING.try_with(|c| c.set(false));
+        let _ = PENDING.try_with(|c| c.borrow_mut().take());
+    }
+}
+
 #[inline]
 pub fn has_pending() -> bool {
     HAS_PENDING.try_with(|c| c.get()).unwrap_or(false)
@@ -318,9 +327,88 @@ unsafe fn find_config(api_fn: *const c_void) -> Result<ConfigFn, String> {
             return Ok(std::mem::transmute::<*mut c_void, ConfigFn>(f));
         }
     }
+    // Not exported (SQLite compiled into apsw, better-sqlite3, Go or Rust
+    // binaries): look the symbol up in the image's ELF symbol table.
+    if let Some(f) = symtab_lookup(&fname, api_fn as usize) {
+        if image_base(f as *const c_void).map(|(b, _)| b) == Some(base) {
+            return Ok(std::mem::transmute::<*mut c_void, ConfigFn>(f));
+        }
+    }
     Err(format!(
-        "sqlite3_config is not exported by the host's SQLite image ({fname})"
+        "sqlite3_config is neither exported nor in the symbol table of the host's SQLite image ({fname})"
     ))
+}
+
+/// Largest symbol table read from a host image (a stripped or huge binary
+/// is not worth more start-up time).
+const MAX_SYMTAB_BYTES: u64 = 64 << 20;
+
+/// Find `sqlite3_config` in the (non-dynamic) ELF symbol table of `path`.
+/// The load bias is derived from `sqlite3_libversion_number`, whose run-time
+/// address we know (`libversion_addr`); both symbols must be present, which
+/// also proves the table describes this image. ELF64 little-endian only.
+fn symtab_lookup(path: &str, libversion_addr: usize) -> Option<*mut c_void> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut eh = [0u8; 64];
+    f.read_exact(&mut eh).ok()?;
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+        return None;
+    }
+    let u16at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u32at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as u64;
+    let u64at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let shoff = u64at(&eh, 0x28);
+    let shentsize = u16at(&eh, 0x3A);
+    let shnum = u16at(&eh, 0x3C);
+    if shentsize < 64 || shnum == 0 || shnum > 4096 {
+        return None;
+    }
+    let mut sh = vec![0u8; (shentsize * shnum) as usize];
+    f.seek(SeekFrom::Start(shoff)).ok()?;
+    f.read_exact(&mut sh).ok()?;
+    let sec = |i: u64| &sh[(i * shentsize) as usize..((i + 1) * shentsize) as usize];
+    let symtab = (0..shnum).find(|i| u32at(sec(*i), 4) == 2)?; // SHT_SYMTAB
+    let s = sec(symtab);
+    let (sym_off, sym_size, link, entsize) = (
+        u64at(s, 0x18),
+        u64at(s, 0x20),
+        u32at(s, 0x28),
+        u64at(s, 0x38),
+    );
+    if entsize < 24 || link >= shnum || sym_size > MAX_SYMTAB_BYTES {
+        return None;
+    }
+    let st = sec(link);
+    let (str_off, str_size) = (u64at(st, 0x18), u64at(st, 0x20));
+    if str_size > MAX_SYMTAB_BYTES {
+        return None;
+    }
+    let mut syms = vec![0u8; sym_size as usize];
+    f.seek(SeekFrom::Start(sym_off)).ok()?;
+    f.read_exact(&mut syms).ok()?;
+    let mut strs = vec![0u8; str_size as usize];
+    f.seek(SeekFrom::Start(str_off)).ok()?;
+    f.read_exact(&mut strs).ok()?;
+    let name_at = |o: usize| -> &[u8] {
+        let tail = strs.get(o..).unwrap_or(&[]);
+        &tail[..tail.iter().position(|b| *b == 0).unwrap_or(tail.len())]
+    };
+    let (mut config, mut libver) = (None, None);
+    for e in syms.chunks_exact(entsize as usize) {
+        let info = e[4];
+        if info & 0xf != 2 || u16at(e, 6) == 0 {
+            continue; // not a defined function
+        }
+        match name_at(u32at(e, 0) as usize) {
+            b"sqlite3_config" => config = Some(u64at(e, 8)),
+            b"sqlite3_libversion_number" => libver = Some(u64at(e, 8)),
+            _ => {}
+        }
+    }
+    let (config, libver) = (config?, libver?);
+    let bias = (libversion_addr as u64).checked_sub(libver)?;
+    Some(bias.checked_add(config)? as usize as *mut c_void)
 }
 
 /// At first load: install the log callback on hosts that allow it.

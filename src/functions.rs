@@ -60,7 +60,7 @@ fn check_args(ctx: &Context<'_>, name: &str, min: usize, max: usize) -> Result<(
         };
         return Err(err(format!(
             "{name}: takes {want} argument{}, got {n}",
-            if max == 1 { "" } else { "s" }
+            if max == 1 && min == 1 { "" } else { "s" }
         )));
     }
     Ok(())

@@ -30,6 +30,7 @@ pub mod vtab;
 use rusqlite::{ffi, Connection};
 use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Once;
 
 /// What the extension registers, by kind and name.
@@ -63,6 +64,7 @@ fn register_all(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 static ONCE: Once = Once::new();
+static FIRST_API: AtomicPtr<ffi::sqlite3_api_routines> = AtomicPtr::new(std::ptr::null_mut());
 
 unsafe fn init(
     db: *mut ffi::sqlite3,
@@ -73,8 +75,29 @@ unsafe fn init(
     if p_api.is_null() || db.is_null() {
         return ffi::SQLITE_ERROR;
     }
+    // One process, one SQLite library: the API table is process-global in the
+    // extension, so a second library (stdlib sqlite3 and apsw in one Python)
+    // would redirect the hooks already installed on the first one's
+    // connections. Refuse it instead.
+    match FIRST_API.compare_exchange(
+        std::ptr::null_mut(),
+        p_api,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    ) {
+        Ok(_) => {}
+        Err(first) if first == p_api => {}
+        Err(_) => {
+            return set_error(
+                p_api,
+                pz_err_msg,
+                "sqlite-insights: already loaded into another SQLite library in this process; \
+                 one process can be monitored through one SQLite library",
+            )
+        }
+    }
     if let Err(e) = ffi::rusqlite_extension_init2(p_api) {
-        return set_error(pz_err_msg, &format!("sqlite-insights: {e}"));
+        return set_error(p_api, pz_err_msg, &format!("sqlite-insights: {e}"));
     }
     if errlog::is_internal_thread() {
         // the extension's own connections (store writer) are never instrumented
@@ -91,21 +114,26 @@ unsafe fn init(
     });
     let conn = match Connection::from_handle(db) {
         Ok(c) => c,
-        Err(e) => return set_error(pz_err_msg, &format!("sqlite-insights: {e}")),
+        Err(e) => return set_error(p_api, pz_err_msg, &format!("sqlite-insights: {e}")),
     };
     if let Err(e) = register_all(&conn) {
-        return set_error(pz_err_msg, &format!("sqlite-insights: {e}"));
+        return set_error(p_api, pz_err_msg, &format!("sqlite-insights: {e}"));
     }
     drop(conn);
     capture::attach(db, fresh);
     ffi::SQLITE_OK
 }
 
-unsafe fn set_error(pz_err_msg: *mut *mut c_char, msg: &str) -> c_int {
+unsafe fn set_error(
+    p_api: *mut ffi::sqlite3_api_routines,
+    pz_err_msg: *mut *mut c_char,
+    msg: &str,
+) -> c_int {
     if !pz_err_msg.is_null() {
-        if let Ok(c) = std::ffi::CString::new(msg) {
-            // SQLite frees this with sqlite3_free: allocate with sqlite3_malloc
-            let p = ffi::sqlite3_malloc((c.as_bytes().len() + 1) as c_int) as *mut c_char;
+        if let (Ok(c), Some(malloc)) = (std::ffi::CString::new(msg), (*p_api).malloc) {
+            // SQLite frees this with its own sqlite3_free: allocate with the
+            // calling library's sqlite3_malloc
+            let p = malloc((c.as_bytes().len() + 1) as c_int) as *mut c_char;
             if !p.is_null() {
                 std::ptr::copy_nonoverlapping(c.as_ptr(), p, c.as_bytes().len() + 1);
                 *pz_err_msg = p;

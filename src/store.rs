@@ -776,6 +776,42 @@ pub fn read_history(db: &Arc<DbStats>, f: &HistoryFilter) -> Result<Vec<HistoryR
     })
 }
 
+/// Run `f` on the store connection of `db` (opened on demand, thread marked
+/// internal, store mutex held). For modules that keep their own tables in the
+/// store (create them with `CREATE TABLE IF NOT EXISTS` in `f`). Returns None
+/// when the database has no store.
+pub fn with_store_conn<T>(
+    db: &DbStats,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Option<Result<T, String>> {
+    let mut st = lock(&db.store);
+    let path = resolve_path(&db.path, st.configured.as_deref())?;
+    let r = internal(|| -> rusqlite::Result<T> {
+        let conn = st.conn(&path)?;
+        f(conn)
+    });
+    Some(r.map_err(|e| format!("{}: {e}", path.display())))
+}
+
+/// Hooks run by the background thread after each flush round (sampling of
+/// sizes, resources, sync status...). Each runs under catch_unwind.
+static ROUND_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Register a function the flusher calls after every flush round.
+pub fn on_flush_round(f: fn()) {
+    let mut v = lock(&ROUND_HOOKS);
+    if !v.iter().any(|g| std::ptr::fn_addr_eq(*g, f)) {
+        v.push(f);
+    }
+}
+
+fn run_round_hooks() {
+    let hooks: Vec<fn()> = lock(&ROUND_HOOKS).clone();
+    for h in hooks {
+        let _ = std::panic::catch_unwind(h);
+    }
+}
+
 /// Record an event in the store (best effort; used for resets, store errors).
 pub fn store_event(db: &Arc<DbStats>, kind: &str, detail: &str) {
     let mut st = lock(&db.store);
@@ -834,6 +870,7 @@ pub fn start_flusher() {
                 }
                 drop(guard);
                 let _ = std::panic::catch_unwind(flush_all);
+                run_round_hooks();
                 FLUSH_ROUNDS.fetch_add(1, Ordering::Relaxed);
             }
         });

@@ -104,10 +104,6 @@ def test_apsw_busy_is_counted(run_apsw, db_path):
     assert r["e"] == [[5, "step", "database is locked"]]
 
 
-APSW_RUNTIME_BUG = (
-    "BUG: runtime error capture never engages under apsw: apsw's bundled SQLite keeps sqlite3_config "
-    "as a local (non-exported) symbol, so find_config() fails ('sqlite3_config is not exported by the "
-    "host's SQLite image') and the mode stays 'none'")
 
 ERRORS_SNIPPET = """
     con = acon(ARGS["db"])
@@ -143,13 +139,11 @@ def test_apsw_debug_active_flag_tells_the_truth(apsw_errors):
     assert (r["ec"]["mode"] in ("runtime", "preload")) or not captured
 
 
-@pytest.mark.xfail(strict=True, reason=APSW_RUNTIME_BUG)
 def test_apsw_error_capture_mode_runtime(apsw_errors):
     ec = apsw_errors["ec"]
     assert (ec["mode"], ec["active"]) == ("runtime", True), ec
 
 
-@pytest.mark.xfail(strict=True, reason=APSW_RUNTIME_BUG)
 def test_apsw_unique_failure_captured_without_preload(apsw_errors, db_path):
     e = [x for x in apsw_errors["e"] if x["phase"] == "step"]
     assert [(x["code"], x["extended_code"], x["message"], x["database"]) for x in e] == [
@@ -158,7 +152,6 @@ def test_apsw_unique_failure_captured_without_preload(apsw_errors, db_path):
     assert (q["calls"], q["errors"], q["last_error"]) == (2, 1, "UNIQUE constraint failed: t.v")
 
 
-@pytest.mark.xfail(strict=True, reason=APSW_RUNTIME_BUG)
 def test_apsw_prepare_errors_captured_without_preload(apsw_errors):
     e = {x["query"]: x for x in apsw_errors["e"] if x["phase"] == "prepare"}
     assert "syntax error" in e["SELEC ?"]["message"]
@@ -174,10 +167,6 @@ def test_apsw_under_ld_preload_still_works(run_apsw, preload_env, db_path):
     assert r["ec"]["active"] is captured
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: loading the extension into two SQLite libraries of one process (stdlib sqlite3 3.40 and "
-    "apsw's bundled 3.54) makes the last load's API table global for both; reading insights_info on "
-    "the stdlib connection then segfaults the host (the other order fails with MisuseError)"))
 def test_stdlib_and_apsw_in_one_process_do_not_crash(run_py_raw, venv_python):
     proc = run_py_raw(APSW_PRELUDE + textwrap.dedent("""
         c = sqlite3.connect(":memory:")
