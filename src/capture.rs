@@ -25,12 +25,15 @@
 //!   turns capture off for that connection; its state is then never freed
 //!   (a few KiB per such connection).
 
+use crate::activity::{self, ActEntry, ConnTags};
 use crate::config::{self, Key};
 use crate::errlog;
+use crate::events::{EventClass, EventRecord};
 use crate::normalize;
 use crate::registry::{self, DbStats, Entry, ErrorRecord, Exec};
 use rusqlite::ffi;
-use std::collections::{HashMap, HashSet};
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -77,21 +80,53 @@ type PtrMap<V> = HashMap<usize, V, BuildHasherDefault<PtrHasher>>;
 struct Slot {
     sql: Box<[u8]>,
     entry: Arc<Entry>,
+    /// sqlcommenter tags of this statement text (JSON, and as pairs).
     tags: Option<Arc<str>>,
+    stmt_tags: Vec<(String, String)>,
     start: Option<Instant>,
     rows: u64,
     prev: [u32; 4],
+    /// Activity entries this statement feeds, for connection tag generation
+    /// `act_gen` (u64::MAX: not resolved yet).
+    act: Vec<Arc<ActEntry>>,
+    act_gen: u64,
+    /// schema_version / user_version read when an event statement started.
+    before: (Option<i64>, Option<i64>),
 }
 
 pub struct ConnState {
     db: *mut ffi::sqlite3,
     stats: Arc<DbStats>,
     slots: PtrMap<Slot>,
+    tags: Arc<ConnTags>,
 }
 
-fn attached() -> &'static Mutex<HashSet<usize>> {
-    static S: OnceLock<Mutex<HashSet<usize>>> = OnceLock::new();
-    S.get_or_init(|| Mutex::new(HashSet::new()))
+thread_local! {
+    /// Set while the extension runs its own statements on a user's
+    /// connection (nested reads): their trace events are ignored.
+    static SUPPRESS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with capture off on this thread (the extension's own nested
+/// statements on a user's connection are never captured).
+pub fn without_capture<T>(f: impl FnOnce() -> T) -> T {
+    let prev = SUPPRESS.with(|s| s.replace(true));
+    let was_internal = errlog::is_internal_thread();
+    errlog::set_internal_thread(true); // their log lines are not user errors
+    let r = f();
+    errlog::set_internal_thread(was_internal);
+    SUPPRESS.with(|s| s.set(prev));
+    r
+}
+
+fn attached() -> &'static Mutex<HashMap<usize, Arc<ConnTags>>> {
+    static S: OnceLock<Mutex<HashMap<usize, Arc<ConnTags>>>> = OnceLock::new();
+    S.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The tag set of an instrumented connection (for insights_tag).
+pub fn conn_tags(db: *mut ffi::sqlite3) -> Option<Arc<ConnTags>> {
+    registry::lock(attached()).get(&(db as usize)).cloned()
 }
 
 /// Number of connections with our hook installed.
@@ -122,11 +157,13 @@ pub unsafe fn main_path(db: *mut ffi::sqlite3) -> String {
 /// # Safety
 /// `db` must be a valid open connection and the API table initialised.
 pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
+    let tags = Arc::new(ConnTags::default());
     {
         let mut set = registry::lock(attached());
-        if !set.insert(db as usize) && !fresh {
+        if set.contains_key(&(db as usize)) && !fresh {
             return; // loaded twice into one connection: one hook is enough
         }
+        set.insert(db as usize, tags.clone());
     }
     let stats = registry::registry().db(&main_path(db));
     let open = stats.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
@@ -137,6 +174,7 @@ pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
         db,
         stats,
         slots: PtrMap::default(),
+        tags,
     });
     let raw = Box::into_raw(state);
     let rc = ffi::sqlite3_trace_v2(db, TRACE_MASK, Some(trace_cb), raw as *mut c_void);
@@ -153,6 +191,9 @@ unsafe extern "C" fn trace_cb(
     p: *mut c_void,
     x: *mut c_void,
 ) -> c_int {
+    if mask != ffi::SQLITE_TRACE_CLOSE && SUPPRESS.with(|s| s.get()) {
+        return 0; // the extension's own nested statement
+    }
     let r = catch_unwind(AssertUnwindSafe(|| {
         let state = &mut *(ctx as *mut ConnState);
         match mask {
@@ -190,6 +231,98 @@ unsafe fn close(state: *mut ConnState, db: *mut ffi::sqlite3) {
         let _ = crate::store::flush_db(&state.stats);
     }
     drop(state);
+}
+
+/// Values an event statement needs from before it runs: schema_version for
+/// schema changes, user_version for user_version changes.
+unsafe fn read_before(
+    db: *mut ffi::sqlite3,
+    class: &Option<EventClass>,
+) -> (Option<i64>, Option<i64>) {
+    match class {
+        Some(EventClass::SchemaChange { schema, .. }) => (
+            read_pragma_int(db, schema.as_deref(), "schema_version"),
+            None,
+        ),
+        Some(EventClass::UserVersion { schema }) => {
+            (None, read_pragma_int(db, schema.as_deref(), "user_version"))
+        }
+        _ => (None, None),
+    }
+}
+
+/// `PRAGMA [schema.]name` on the user's connection, not captured.
+///
+/// # Safety
+/// `db` must be a valid connection used by this thread right now.
+pub unsafe fn read_pragma_int(
+    db: *mut ffi::sqlite3,
+    schema: Option<&str>,
+    name: &str,
+) -> Option<i64> {
+    let sql = match schema {
+        Some(s) => format!("PRAGMA \"{}\".{name}", s.replace('"', "\"\"")),
+        None => format!("PRAGMA {name}"),
+    };
+    query_strings(db, &sql).first().and_then(|v| v.parse().ok())
+}
+
+/// Run a read-only query on the user's connection with capture off and return
+/// the first column of each row as text (at most 100 rows). Errors give an
+/// empty list.
+///
+/// # Safety
+/// `db` must be a valid connection used by this thread right now.
+pub unsafe fn query_strings(db: *mut ffi::sqlite3, sql: &str) -> Vec<String> {
+    query_rows(db, sql, 100)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.into_iter().next().flatten().unwrap_or_default())
+        .collect()
+}
+
+/// Rows that the extension's own nested queries return at most.
+pub const MAX_NESTED_ROWS: usize = 100_000;
+
+/// Run a read-only query on the user's connection with capture off; every
+/// column as text (NULL as None). None when it cannot be prepared (e.g. the
+/// table does not exist).
+///
+/// # Safety
+/// `db` must be a valid connection used by this thread right now.
+pub unsafe fn query_rows(
+    db: *mut ffi::sqlite3,
+    sql: &str,
+    max_rows: usize,
+) -> Option<Vec<Vec<Option<String>>>> {
+    let c = std::ffi::CString::new(sql).ok()?;
+    without_capture(|| {
+        let mut stmt: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
+        if ffi::sqlite3_prepare_v2(db, c.as_ptr(), -1, &mut stmt, std::ptr::null_mut())
+            != ffi::SQLITE_OK
+            || stmt.is_null()
+        {
+            return None;
+        }
+        let n = ffi::sqlite3_column_count(stmt);
+        let mut out = Vec::new();
+        while out.len() < max_rows.min(MAX_NESTED_ROWS)
+            && ffi::sqlite3_step(stmt) == ffi::SQLITE_ROW
+        {
+            let mut row = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let p = ffi::sqlite3_column_text(stmt, i);
+                row.push((!p.is_null()).then(|| {
+                    CStr::from_ptr(p as *const c_char)
+                        .to_string_lossy()
+                        .into_owned()
+                }));
+            }
+            out.push(row);
+        }
+        ffi::sqlite3_finalize(stmt);
+        Some(out)
+    })
 }
 
 /// Compare a NUL-terminated C string with cached bytes without strlen first.
@@ -237,6 +370,9 @@ impl ConnState {
                 return; // a trigger body line of this running statement
             }
             if same_sql(&slot.sql, sqlp) {
+                if slot.entry.meta.event.is_some() {
+                    slot.before = read_before(self.db, &slot.entry.meta.event);
+                }
                 slot.start = Some(Instant::now());
                 slot.rows = 0;
                 errlog::set_thread_db(&self.stats);
@@ -260,6 +396,11 @@ impl ConnState {
         let n = normalize::normalize(bytes);
         let entry = self.stats.entry_for(n.fingerprint, &n.text);
         let tags = (!n.tags.is_empty()).then(|| Arc::from(normalize::tags_json(&n.tags)));
+        let before = if entry.meta.event.is_some() {
+            read_before(self.db, &entry.meta.event)
+        } else {
+            (None, None)
+        };
         if self.slots.len() >= MAX_CACHED_STMTS {
             self.slots.retain(|_, s| s.start.is_some());
         }
@@ -271,9 +412,13 @@ impl ConnState {
                 sql: bytes.into(),
                 entry,
                 tags,
+                stmt_tags: n.tags,
                 start: Some(Instant::now()),
                 rows: 0,
                 prev,
+                act: Vec::new(),
+                act_gen: u64::MAX,
+                before,
             },
         );
     }
@@ -340,15 +485,102 @@ impl ConnState {
             }
             None => None,
         };
+        if slot.act_gen != self.tags.gen.load(Ordering::Acquire) {
+            Self::resolve_activity(&self.stats, &self.tags, slot);
+        }
         match failure {
             None => {
                 if slot.entry.meta.fast.kind.is_dml() {
                     exec.rows_affected = ffi::sqlite3_changes(self.db).max(0) as u64;
                 }
                 slot.entry.record(&exec, slot.tags.as_ref());
+                for a in &slot.act {
+                    registry::lock(&a.stats).add_exec(&exec);
+                }
+                if slot.entry.meta.event.is_some() {
+                    self.record_event(stmt as usize, &exec);
+                }
             }
-            Some(f) => self.record_failure(stmt as usize, &exec, f),
+            Some(f) => {
+                for a in &slot.act {
+                    let mut s = registry::lock(&a.stats);
+                    s.add_exec(&exec);
+                    s.errors += 1;
+                }
+                self.record_failure(stmt as usize, &exec, f)
+            }
         }
+    }
+
+    #[cold]
+    fn resolve_activity(stats: &DbStats, tags: &ConnTags, slot: &mut Slot) {
+        let gen = tags.gen.load(Ordering::Acquire);
+        let eff = activity::effective(&tags.get(), &slot.stmt_tags);
+        slot.act = if eff.is_empty() {
+            Vec::new()
+        } else {
+            stats.activity.resolve(&eff)
+        };
+        slot.act_gen = gen;
+    }
+
+    /// A successful run of an event statement (schema change, user_version,
+    /// maintenance, migration write): record it. Rare; may read the
+    /// connection's own pragmas (nested, not captured).
+    #[cold]
+    unsafe fn record_event(&mut self, key: usize, exec: &Exec) {
+        let Some(slot) = self.slots.get(&key) else {
+            return;
+        };
+        let Some(class) = slot.entry.meta.event.clone() else {
+            return;
+        };
+        let conn_tags = self.tags.get();
+        let eff = activity::effective(&conn_tags, &slot.stmt_tags);
+        let mut e = EventRecord::new(&self.stats.path, "", "");
+        e.at_unix_ms = crate::clock::stamp_unix_ms(exec.at);
+        e.statement = Some(slot.entry.meta.query.clone());
+        e.tags = (!eff.is_empty()).then(|| normalize::tags_json(&eff));
+        match &class {
+            EventClass::SchemaChange {
+                verb,
+                object_type,
+                object,
+                schema,
+            } => {
+                e.kind = "schema_change".into();
+                e.object = Some(object.clone());
+                e.detail = format!("{verb} {object_type}");
+                e.schema_version_before = slot.before.0;
+                e.schema_version_after =
+                    read_pragma_int(self.db, schema.as_deref(), "schema_version");
+            }
+            EventClass::UserVersion { schema } => {
+                e.kind = "user_version".into();
+                e.user_version_before = slot.before.1;
+                e.user_version_after = read_pragma_int(self.db, schema.as_deref(), "user_version");
+                e.detail = format!(
+                    "{} -> {}",
+                    e.user_version_before
+                        .map(|v| v.to_string())
+                        .unwrap_or("?".into()),
+                    e.user_version_after
+                        .map(|v| v.to_string())
+                        .unwrap_or("?".into())
+                );
+            }
+            EventClass::Maintenance(what) => {
+                e.kind = (*what).into();
+                e.object = slot.entry.meta.fast.tables.first().cloned();
+            }
+            EventClass::MigrationWrite { tool, table } => {
+                e.kind = "migration".into();
+                e.object = Some((*tool).into());
+                e.detail =
+                    crate::migrations::latest_version(self.db, tool, table).unwrap_or_default();
+            }
+        }
+        crate::events::record(&self.stats, e);
     }
 
     #[cold]

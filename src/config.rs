@@ -17,6 +17,9 @@ pub const DEFAULT_MAX_QUERIES: i64 = 5000;
 pub const DEFAULT_MAX_ERRORS: i64 = 1000;
 /// Default raw SQL samples off: literals stay in the process only as `?`.
 pub const DEFAULT_SAMPLE_RAW_SQL: i64 = 0;
+/// Default distinct values per tag key: enough for routes and apps; user ids
+/// beyond it are counted together, keeping memory bounded.
+pub const DEFAULT_MAX_TAG_VALUES: i64 = 1000;
 /// Default capture on: loading the extension is the opt-in.
 pub const DEFAULT_CAPTURE: i64 = 1;
 /// Default flush interval: 10 s bounds the loss on a crash (issue: <= 10 s).
@@ -28,6 +31,16 @@ pub const DEFAULT_RETENTION_HOUR_DAYS: i64 = 30;
 /// Day buckets kept a year: seasonal comparisons.
 pub const DEFAULT_RETENTION_DAY_DAYS: i64 = 365;
 
+/// Default per-fingerprint metric series per database: enough for a top-queries
+/// panel while keeping a Prometheus scrape bounded (labels x buckets).
+pub const DEFAULT_METRICS_TOP_QUERIES: i64 = 50;
+/// Default concurrent HTTP connections: a scraper, a dashboard and a few API
+/// clients; beyond it new ones get 503 instead of another thread each.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: i64 = 16;
+/// Default time a client has to send its whole request: slow clients must not
+/// hold a connection slot.
+pub const DEFAULT_HTTP_TIMEOUT_MS: i64 = 5_000;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Key {
     MaxQueries,
@@ -38,6 +51,11 @@ pub enum Key {
     RetentionMinuteDays,
     RetentionHourDays,
     RetentionDayDays,
+    MetricsTopQueries,
+    HttpMaxConnections,
+    HttpTimeoutMs,
+    HttpToken,
+    MaxTagValues,
 }
 
 pub struct KeyDef {
@@ -54,6 +72,9 @@ pub struct KeyDef {
 pub enum ValueKind {
     Int,
     Bool,
+    /// A secret text (e.g. a bearer token): the text is kept in `secret()`
+    /// and never shown; the key's value reads 1 when set, 0 when not.
+    Secret,
 }
 
 pub const KEYS: &[KeyDef] = &[
@@ -130,9 +151,54 @@ pub const KEYS: &[KeyDef] = &[
         default: DEFAULT_RETENTION_DAY_DAYS,
         help: "days of day buckets kept in the store",
     },
+    KeyDef {
+        key: Key::MetricsTopQueries,
+        name: "metrics_top_queries",
+        kind: ValueKind::Int,
+        min: 0,
+        max: 10_000,
+        default: DEFAULT_METRICS_TOP_QUERIES,
+        help: "fingerprints per database (by total time) given their own series in insights_metrics(); 0 = per-kind series only",
+    },
+    KeyDef {
+        key: Key::HttpMaxConnections,
+        name: "http_max_connections",
+        kind: ValueKind::Int,
+        min: 1,
+        max: 1024,
+        default: DEFAULT_HTTP_MAX_CONNECTIONS,
+        help: "concurrent connections the insights_serve() endpoint handles; more get 503",
+    },
+    KeyDef {
+        key: Key::HttpTimeoutMs,
+        name: "http_timeout_ms",
+        kind: ValueKind::Int,
+        min: 100,
+        max: 600_000,
+        default: DEFAULT_HTTP_TIMEOUT_MS,
+        help: "time a client of insights_serve() has to send its request (and to read the answer)",
+    },
+    KeyDef {
+        key: Key::HttpToken,
+        name: "http_token",
+        kind: ValueKind::Secret,
+        min: 0,
+        max: 1,
+        default: 0,
+        help: "bearer token the insights_serve() endpoint requires (needed to bind a non-loopback address); reads 1 when set; NULL or '' clears it",
+    },
+    KeyDef {
+        key: Key::MaxTagValues,
+        name: "max_tag_values",
+        kind: ValueKind::Int,
+        min: 1,
+        max: 1_000_000,
+        default: DEFAULT_MAX_TAG_VALUES,
+        help: "distinct values kept per tag key and database in insights_activity; more go to '(other)'",
+    },
 ];
 
-static VALUES: [AtomicI64; 8] = [
+static VALUES: [AtomicI64; 13] = [
     AtomicI64::new(DEFAULT_MAX_QUERIES),
     AtomicI64::new(DEFAULT_MAX_ERRORS),
     AtomicI64::new(DEFAULT_SAMPLE_RAW_SQL),
@@ -141,7 +207,23 @@ static VALUES: [AtomicI64; 8] = [
     AtomicI64::new(DEFAULT_RETENTION_MINUTE_DAYS),
     AtomicI64::new(DEFAULT_RETENTION_HOUR_DAYS),
     AtomicI64::new(DEFAULT_RETENTION_DAY_DAYS),
+    AtomicI64::new(DEFAULT_METRICS_TOP_QUERIES),
+    AtomicI64::new(DEFAULT_HTTP_MAX_CONNECTIONS),
+    AtomicI64::new(DEFAULT_HTTP_TIMEOUT_MS),
+    AtomicI64::new(0),
+    AtomicI64::new(DEFAULT_MAX_TAG_VALUES),
 ];
+
+/// Text of the `Secret` keys (only `http_token` so far); None = not set.
+static SECRET: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Longest secret accepted (a bearer token is a line of an HTTP header).
+pub const MAX_SECRET_BYTES: usize = 256;
+
+/// The current bearer token of the HTTP endpoint, if one is set.
+pub fn secret() -> Option<String> {
+    SECRET.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 #[inline]
 pub fn get(key: Key) -> i64 {
@@ -171,13 +253,35 @@ pub enum Input<'a> {
 
 /// Validate and convert a SQL value for `def`; Err is the message tail.
 pub fn parse(def: &KeyDef, v: Input<'_>) -> Result<i64, String> {
-    let bad = || match def.kind {
+    let bad = || {
+        match def.kind {
         ValueKind::Int => format!(
             "{} must be an integer between {} and {}",
             def.name, def.min, def.max
         ),
         ValueKind::Bool => format!("{} must be 0/1, true/false or on/off", def.name),
+        ValueKind::Secret => format!(
+            "{} must be text of printable ASCII without spaces, at most {MAX_SECRET_BYTES} bytes (NULL or '' clears it)",
+            def.name
+        ),
+    }
     };
+    if def.kind == ValueKind::Secret {
+        // the text is kept aside; the key's value only says whether it is set
+        let t = match v {
+            Input::Null => None,
+            Input::Text("") => None,
+            Input::Text(s)
+                if s.len() <= MAX_SECRET_BYTES && s.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Some(s.to_string())
+            }
+            _ => return Err(bad()),
+        };
+        let set = t.is_some();
+        *SECRET.lock().unwrap_or_else(|e| e.into_inner()) = t;
+        return Ok(set as i64);
+    }
     let n = match (def.kind, v) {
         (_, Input::Int(i)) => i,
         (ValueKind::Int, Input::Real(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
@@ -219,6 +323,7 @@ pub fn reset_defaults() {
     for d in KEYS {
         set(d.key, d.default);
     }
+    *SECRET.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //!   call them. Pure ones are DETERMINISTIC and INNOCUOUS.
 //! - rusqlite catches panics in function bodies; a panic is an SQL error.
 
+use crate::activity;
 use crate::capture;
 use crate::config::{self, Input};
 use crate::errlog;
@@ -139,6 +140,49 @@ pub fn register(conn: &Connection) -> Result<()> {
             n += store::flush_db(&db).map_err(|e| err(format!("insights_flush: {e}")))?;
         }
         Ok(n as i64)
+    })?;
+
+    conn.create_scalar_function("insights_tag", -1, direct, |ctx| {
+        check_args(ctx, "insights_tag", 0, 2)?;
+        let handle = unsafe { ctx.get_connection()?.handle() };
+        let tags = capture::conn_tags(handle).ok_or_else(|| {
+            err("insights_tag: this connection is not instrumented (its trace hook was replaced or capture never attached)".into())
+        })?;
+        if ctx.is_empty() {
+            return Ok(Some(normalize::tags_json(&tags.get())));
+        }
+        let key = text_arg(ctx, "insights_tag", 0, "key")?;
+        if !activity::valid_key(key) {
+            return Err(err(format!(
+                "insights_tag: key must be 1 to {} characters of A-Z a-z 0-9 _ . -, got '{}'",
+                activity::MAX_TAG_KEY_BYTES,
+                crate::registry::truncate(key, 80)
+            )));
+        }
+        if ctx.len() == 2 {
+            let value: Option<String> = match ctx.get_raw(1) {
+                ValueRef::Null => None,
+                ValueRef::Text(t) => Some(
+                    std::str::from_utf8(t)
+                        .map_err(|_| err("insights_tag: value is not valid UTF-8".into()))?
+                        .to_string(),
+                ),
+                ValueRef::Integer(i) => Some(i.to_string()),
+                ValueRef::Real(f) => Some(f.to_string()),
+                ValueRef::Blob(_) => return Err(err("insights_tag: value must be text, a number or NULL".into())),
+            };
+            if let Some(v) = &value {
+                if v.len() > activity::MAX_TAG_VALUE_BYTES {
+                    return Err(err(format!(
+                        "insights_tag: value is longer than {} bytes",
+                        activity::MAX_TAG_VALUE_BYTES
+                    )));
+                }
+            }
+            tags.put(key, value.as_deref())
+                .map_err(|m| err(format!("insights_tag: {m}")))?;
+        }
+        Ok(tags.get().into_iter().find(|(k, _)| k == key).map(|(_, v)| v))
     })?;
 
     conn.create_scalar_function("insights_config", -1, direct, |ctx| {

@@ -11,19 +11,30 @@
 //! - Nothing here may panic across FFI: every entry point is under
 //!   `catch_unwind`.
 
+pub mod activity;
+pub mod activity_vtab;
+pub mod alerts;
 pub mod capture;
 pub mod classify;
 pub mod clock;
 pub mod config;
 pub mod errlog;
 pub mod errors_vtab;
+pub mod events;
+pub mod events_vtab;
+pub mod exposition;
 pub mod functions;
 pub mod histogram;
 pub mod history_vtab;
+pub mod http;
 pub mod info_vtab;
+pub mod metrics;
+pub mod migrations;
+pub mod migrations_vtab;
 pub mod normalize;
 pub mod queries_vtab;
 pub mod registry;
+pub mod serve;
 pub mod store;
 pub mod vtab;
 
@@ -48,10 +59,18 @@ pub const REGISTRATIONS: &[Registration] = &[
     Registration::Function("insights_normalize"),
     Registration::Function("insights_fingerprint"),
     Registration::Function("insights_flush"),
+    Registration::Function("insights_tag"),
     Registration::Table("insights_queries"),
     Registration::Table("insights_errors"),
     Registration::Table("insights_info"),
     Registration::Table("insights_history"),
+    Registration::Table("insights_events"),
+    Registration::Table("insights_migrations"),
+    Registration::Table("insights_activity"),
+    Registration::Function("insights_metrics"),
+    Registration::Function("insights_serve"),
+    Registration::Function("insights_alert_rule"),
+    Registration::Table("insights_alerts"),
 ];
 
 fn register_all(conn: &Connection) -> rusqlite::Result<()> {
@@ -60,6 +79,12 @@ fn register_all(conn: &Connection) -> rusqlite::Result<()> {
     errors_vtab::load(conn)?;
     info_vtab::load(conn)?;
     history_vtab::load(conn)?;
+    events_vtab::load(conn)?;
+    migrations_vtab::load(conn)?;
+    activity_vtab::load(conn)?;
+    metrics::register(conn)?;
+    serve::register(conn)?;
+    alerts::register(conn)?;
     Ok(())
 }
 
@@ -106,6 +131,8 @@ unsafe fn init(
     ONCE.call_once(|| {
         clock::init();
         functions::set_env_notes(config::load_env());
+        store::on_flush_round(metrics::round);
+        store::on_flush_round(alerts::evaluate);
         store::start_flusher();
         errlog::install_runtime(p_api);
         let f: unsafe extern "C" fn() =

@@ -50,16 +50,20 @@ pub struct Meta {
     pub query: String,
     pub fast: Classified,
     full: OnceLock<Classified>,
+    /// Whether runs of this statement are events (schema change...).
+    pub event: Option<crate::events::EventClass>,
 }
 
 impl Meta {
     pub fn new(fingerprint: u64, query: String) -> Meta {
         let fast = classify::classify_fast(&query);
+        let event = crate::events::classify_event(&query, &fast);
         Meta {
             fingerprint,
             query,
             fast,
             full: OnceLock::new(),
+            event,
         }
     }
 
@@ -75,6 +79,7 @@ impl Meta {
             query,
             fast: c.clone(),
             full: OnceLock::from(c),
+            event: None,
         }
     }
 
@@ -164,6 +169,34 @@ impl Agg {
         self.merge_counts(o);
     }
 
+    /// Add one timed execution.
+    #[inline]
+    pub fn add_exec(&mut self, e: &Exec) {
+        if self.timed == 0 {
+            self.min_ns = e.duration_ns;
+            self.max_ns = e.duration_ns;
+        } else {
+            self.min_ns = self.min_ns.min(e.duration_ns);
+            self.max_ns = self.max_ns.max(e.duration_ns);
+        }
+        if self.first_seen == 0 {
+            self.first_seen = e.at.max(1);
+        }
+        self.last_seen = e.at.max(1);
+        self.calls += 1;
+        self.timed += 1;
+        self.total_ns += e.duration_ns;
+        let ms = e.duration_ns as f64 / 1e6;
+        self.sumsq_ms += ms * ms;
+        self.hist.record(e.duration_ns);
+        self.rows_returned += e.rows_returned;
+        self.rows_affected += e.rows_affected;
+        self.vm_steps += e.vm_steps;
+        self.fullscan_steps += e.fullscan_steps;
+        self.sorts += e.sorts;
+        self.autoindexes += e.autoindexes;
+    }
+
     pub fn mean_ms(&self) -> Option<f64> {
         (self.timed > 0).then(|| self.total_ns as f64 / 1e6 / self.timed as f64)
     }
@@ -219,29 +252,7 @@ impl Entry {
     #[inline]
     pub fn record(&self, e: &Exec, tags: Option<&Arc<str>>) {
         let mut s = lock(&self.stats);
-        if s.timed == 0 {
-            s.min_ns = e.duration_ns;
-            s.max_ns = e.duration_ns;
-        } else {
-            s.min_ns = s.min_ns.min(e.duration_ns);
-            s.max_ns = s.max_ns.max(e.duration_ns);
-        }
-        if s.first_seen == 0 {
-            s.first_seen = e.at.max(1);
-        }
-        s.last_seen = e.at.max(1);
-        s.calls += 1;
-        s.timed += 1;
-        s.total_ns += e.duration_ns;
-        let ms = e.duration_ns as f64 / 1e6;
-        s.sumsq_ms += ms * ms;
-        s.hist.record(e.duration_ns);
-        s.rows_returned += e.rows_returned;
-        s.rows_affected += e.rows_affected;
-        s.vm_steps += e.vm_steps;
-        s.fullscan_steps += e.fullscan_steps;
-        s.sorts += e.sorts;
-        s.autoindexes += e.autoindexes;
+        s.add_exec(e);
         if let Some(t) = tags {
             if s.tags.as_ref().is_none_or(|old| !Arc::ptr_eq(old, t)) {
                 s.tags = Some(t.clone());
@@ -298,6 +309,10 @@ pub struct DbStats {
     /// then wait in `graveyard` until their last delta is flushed.
     pub has_store: AtomicBool,
     graveyard: Mutex<Vec<Arc<Entry>>>,
+    /// Events waiting for the store.
+    pub events: crate::events::EventQueue,
+    /// Tag activity of this database.
+    pub activity: crate::activity::ActRegistry,
 }
 
 impl DbStats {
@@ -313,6 +328,8 @@ impl DbStats {
             has_store: AtomicBool::new(crate::store::resolve_path(&path, None).is_some()),
             store: Mutex::new(crate::store::StoreState::default()),
             graveyard: Mutex::new(Vec::new()),
+            events: Default::default(),
+            activity: Default::default(),
             path,
         }
     }
@@ -484,22 +501,8 @@ pub struct ErrorRecord {
     pub sample: Option<String>,
 }
 
-/// Something that happened (reset, store error/recovery), kept in memory and,
-/// best effort, in the database's store.
-#[derive(Clone, Debug)]
-pub struct EventRecord {
-    pub at_unix_ms: i64,
-    pub kind: String,
-    pub database: String,
-    pub detail: String,
-}
-
-/// Events kept in memory per process.
-pub const MAX_EVENTS: usize = 1000;
-
 pub struct Registry {
     dbs: Mutex<HashMap<String, Arc<DbStats>>>,
-    events: Mutex<VecDeque<EventRecord>>,
     errors: Mutex<VecDeque<ErrorRecord>>,
     pub errors_total: AtomicU64,
     /// Panics caught inside the extension (never raised into statements).
@@ -510,7 +513,6 @@ pub fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
     R.get_or_init(|| Registry {
         dbs: Mutex::new(HashMap::new()),
-        events: Mutex::new(VecDeque::new()),
         errors: Mutex::new(VecDeque::new()),
         errors_total: AtomicU64::new(0),
         internal_errors: AtomicU64::new(0),
@@ -556,18 +558,6 @@ impl Registry {
         }
     }
 
-    pub fn events(&self) -> Vec<EventRecord> {
-        lock(&self.events).iter().cloned().collect()
-    }
-
-    fn push_event(&self, e: EventRecord) {
-        let mut q = lock(&self.events);
-        while q.len() >= MAX_EVENTS {
-            q.pop_front();
-        }
-        q.push_back(e);
-    }
-
     /// Reset everything, or one fingerprint everywhere, in memory and in the
     /// stores. Returns entries removed from memory; store errors are noted.
     pub fn reset(&self, fingerprint: Option<u64>) -> usize {
@@ -577,12 +567,12 @@ impl Registry {
             let detail = fingerprint
                 .map(normalize::fingerprint_hex)
                 .unwrap_or_else(|| "all".into());
-            self.push_event(EventRecord {
-                at_unix_ms: clock::unix_ms_now(),
-                kind: "reset".into(),
-                database: d.path.clone(),
-                detail,
-            });
+            if fingerprint.is_none() {
+                d.activity.clear();
+            }
+            crate::events::record_memory(crate::events::EventRecord::new(
+                &d.path, "reset", &detail,
+            ));
             if let Err(e) = crate::store::reset_store(&d, fingerprint) {
                 let mut st = lock(&d.store);
                 st.error = Some(e);
@@ -618,15 +608,9 @@ pub fn record_prepare_error(db: &DbStats, sql: &str, code: i32, message: &str) {
     });
 }
 
-/// Record an event in memory and (best effort) in the database's store.
+/// Record an event in memory and in the database's store (at its next flush).
 pub fn note_event(db: &Arc<DbStats>, kind: &str, detail: &str) {
-    registry().push_event(EventRecord {
-        at_unix_ms: clock::unix_ms_now(),
-        kind: kind.into(),
-        database: db.path.clone(),
-        detail: detail.into(),
-    });
-    crate::store::store_event(db, kind, detail);
+    crate::events::record(db, crate::events::EventRecord::new(&db.path, kind, detail));
 }
 
 #[cfg(test)]

@@ -26,9 +26,11 @@
 //! - The store mutex of a database is taken before any entry lock; the hot
 //!   path never takes it.
 
+use crate::activity::ActEntry;
 use crate::clock;
 use crate::config::{self, Key};
 use crate::errlog;
+use crate::events::EventRecord;
 use crate::histogram::{self, Histogram};
 use crate::normalize;
 use crate::registry::{self, lock, registry, Agg, DbStats, Entry, Meta};
@@ -72,6 +74,8 @@ pub struct StoreState {
     conn_path: Option<PathBuf>,
     /// Per fingerprint: the entry and its counters at our last successful flush.
     last: HashMap<u64, (Arc<Entry>, Agg)>,
+    /// Per (tag key, value): the entry and its counters at our last flush.
+    act_last: HashMap<(String, String), (Arc<ActEntry>, Agg)>,
     pub error: Option<String>,
     pub flushes: u64,
     pub failures: u64,
@@ -174,7 +178,27 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
            PRIMARY KEY(resolution, bucket_start, fingerprint)) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS history_by_fingerprint ON history(fingerprint, resolution, bucket_start);
          CREATE TABLE IF NOT EXISTS events(
-           id INTEGER PRIMARY KEY, at TEXT, kind TEXT, database TEXT, pid INTEGER, detail TEXT);
+           id INTEGER PRIMARY KEY, at TEXT, kind TEXT, database TEXT, pid INTEGER,
+           object TEXT, statement TEXT, schema_version_before INTEGER, schema_version_after INTEGER,
+           user_version_before INTEGER, user_version_after INTEGER, tags TEXT, detail TEXT);
+         CREATE INDEX IF NOT EXISTS events_by_time ON events(at);
+         CREATE TABLE IF NOT EXISTS activity_totals(
+           key TEXT, value TEXT,
+           calls INTEGER, errors INTEGER, busy INTEGER, timed INTEGER, total_ns INTEGER,
+           min_ns INTEGER, max_ns INTEGER, sumsq_ms REAL, hist TEXT,
+           rows_returned INTEGER, rows_affected INTEGER, vm_steps INTEGER,
+           fullscan_steps INTEGER, sorts INTEGER, autoindexes INTEGER,
+           first_seen_ms INTEGER, last_seen_ms INTEGER,
+           PRIMARY KEY(key, value)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS activity_history(
+           resolution TEXT, bucket_start TEXT, key TEXT, value TEXT,
+           calls INTEGER, errors INTEGER, busy INTEGER, timed INTEGER, total_ns INTEGER,
+           min_ns INTEGER, max_ns INTEGER, sumsq_ms REAL, hist TEXT,
+           rows_returned INTEGER, rows_affected INTEGER, vm_steps INTEGER,
+           fullscan_steps INTEGER, sorts INTEGER, autoindexes INTEGER,
+           PRIMARY KEY(resolution, bucket_start, key, value)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS migrations_seen(
+           tool TEXT, version TEXT, first_seen_ms INTEGER, PRIMARY KEY(tool, version)) WITHOUT ROWID;
          INSERT OR IGNORE INTO insights_meta VALUES ('schema_version', '1');
          INSERT OR IGNORE INTO insights_meta VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ','now'));
          COMMIT;",
@@ -321,17 +345,36 @@ pub fn flush_db(db: &Arc<DbStats>) -> Result<usize, String> {
             new_last.insert(e.meta.fingerprint, (e.clone(), cur));
         }
     }
+    // tag activity deltas
+    let acts = db.activity.entries();
+    let mut act_pending = Vec::new();
+    let mut new_act_last = HashMap::with_capacity(acts.len());
+    for a in acts {
+        let cur = lock(&a.stats).clone();
+        let id = (a.key.clone(), a.value.clone());
+        let prev = match st.act_last.get(&id) {
+            Some((pa, pagg)) if Arc::ptr_eq(pa, &a) => pagg.clone(),
+            _ => Agg::default(),
+        };
+        let d = delta(&cur, &prev);
+        if d.calls > 0 || d.errors > 0 {
+            act_pending.push((id.clone(), d));
+        }
+        new_act_last.insert(id, (a, cur));
+    }
+    let events = db.events.take();
     let housekeeping = st.flushes.is_multiple_of(HOUSEKEEPING_EVERY);
     let result = internal(|| -> rusqlite::Result<()> {
         let conn = st.conn(&path)?;
-        if pending.is_empty() && !housekeeping {
+        if pending.is_empty() && act_pending.is_empty() && events.is_empty() && !housekeeping {
             return Ok(());
         }
-        write(conn, &pending, housekeeping)
+        write(conn, &pending, &act_pending, &events, housekeeping)
     });
     match result {
         Ok(()) => {
             st.last = new_last;
+            st.act_last = new_act_last;
             st.flushes += 1;
             st.last_flush_ms = clock::unix_ms_now();
             st.last_flush_duration_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -344,6 +387,7 @@ pub fn flush_db(db: &Arc<DbStats>) -> Result<usize, String> {
         }
         Err(e) => {
             db.return_graveyard(grave);
+            db.events.give_back(events);
             st.failures += 1;
             let msg = format!("{}: {e}", path.display());
             let first = st.error.is_none();
@@ -358,8 +402,22 @@ pub fn flush_db(db: &Arc<DbStats>) -> Result<usize, String> {
     }
 }
 
-fn write(conn: &Connection, pending: &[Pending], housekeeping: bool) -> rusqlite::Result<()> {
+type ActDelta = ((String, String), Agg);
+
+fn write(
+    conn: &Connection,
+    pending: &[Pending],
+    acts: &[ActDelta],
+    events: &[EventRecord],
+    housekeeping: bool,
+) -> rusqlite::Result<()> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    for e in events {
+        insert_event(&tx, e)?;
+    }
+    if !acts.is_empty() {
+        write_activity(&tx, acts)?;
+    }
     {
         let mut get_total = tx.prepare(&format!(
             "SELECT {AGG_COLS}, first_seen_ms, last_seen_ms FROM totals WHERE fingerprint = ?1"
@@ -504,13 +562,7 @@ fn upsert_bucket(
         .query_row(params![res, bucket, fp], |r| agg_from_row(r, 0))
         .optional()?
         .unwrap_or_default();
-    let had = b.timed > 0;
-    b.merge_counts(d);
-    let (lo, hi) = hist_bounds(&d.hist);
-    if d.timed > 0 {
-        b.min_ns = if had { b.min_ns.min(lo) } else { lo };
-        b.max_ns = if had { b.max_ns.max(hi) } else { hi };
-    }
+    merge_bucket(&mut b, d);
     put.execute(params![
         res,
         bucket,
@@ -644,7 +696,10 @@ pub fn totals_with_pending(db: &Arc<DbStats>) -> Option<Vec<(Arc<Meta>, Agg)>> {
 pub fn reset_store(db: &Arc<DbStats>, fingerprint: Option<u64>) -> Result<(), String> {
     let mut st = lock(&db.store);
     match fingerprint {
-        None => st.last.clear(),
+        None => {
+            st.last.clear();
+            st.act_last.clear();
+        }
         Some(fp) => {
             st.last.remove(&fp);
         }
@@ -669,36 +724,147 @@ pub fn reset_store(db: &Arc<DbStats>, fingerprint: Option<u64>) -> Result<(), St
                 tx.execute("DELETE FROM history WHERE fingerprint = ?1", params![fp])?;
             }
         }
+        if fingerprint.is_none() {
+            tx.execute("DELETE FROM activity_totals", [])?;
+            tx.execute("DELETE FROM activity_history", [])?;
+        }
         insert_event(
             &tx,
-            "reset",
-            &db.path,
-            &fingerprint
-                .map(normalize::fingerprint_hex)
-                .unwrap_or_else(|| "all".into()),
+            &EventRecord::new(
+                &db.path,
+                "reset",
+                &fingerprint
+                    .map(normalize::fingerprint_hex)
+                    .unwrap_or_else(|| "all".into()),
+            ),
         )?;
         tx.commit()
     });
     r.map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn insert_event(
-    conn: &Connection,
-    kind: &str,
-    database: &str,
-    detail: &str,
-) -> rusqlite::Result<()> {
+fn insert_event(conn: &Connection, e: &EventRecord) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO events(at, kind, database, pid, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events(at, kind, database, pid, object, statement, schema_version_before, schema_version_after, user_version_before, user_version_after, tags, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
-            clock::iso_ms(clock::unix_ms_now()),
-            kind,
-            database,
-            std::process::id() as i64,
-            detail
+            clock::iso_ms(e.at_unix_ms),
+            e.kind,
+            e.database,
+            e.pid as i64,
+            e.object,
+            e.statement,
+            e.schema_version_before,
+            e.schema_version_after,
+            e.user_version_before,
+            e.user_version_after,
+            e.tags,
+            e.detail
         ],
     )?;
     Ok(())
+}
+
+/// Merge tag activity deltas into activity_totals and activity_history.
+fn write_activity(conn: &Connection, acts: &[ActDelta]) -> rusqlite::Result<()> {
+    let mut get_total = conn.prepare(&format!(
+        "SELECT {AGG_COLS}, first_seen_ms, last_seen_ms FROM activity_totals WHERE key = ?1 AND value = ?2"
+    ))?;
+    let mut put_total = conn.prepare(&format!(
+        "INSERT OR REPLACE INTO activity_totals(key, value, {AGG_COLS}, first_seen_ms, last_seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+    ))?;
+    let mut get_hist = conn.prepare(&format!(
+        "SELECT {AGG_COLS} FROM activity_history WHERE resolution = ?1 AND bucket_start = ?2 AND key = ?3 AND value = ?4"
+    ))?;
+    let mut put_hist = conn.prepare(&format!(
+        "INSERT OR REPLACE INTO activity_history(resolution, bucket_start, key, value, {AGG_COLS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+    ))?;
+    for ((key, value), d) in acts {
+        let mut total: Agg = get_total
+            .query_row(params![key, value], |r| {
+                let mut a = agg_from_row(r, 0)?;
+                a.first_seen = r.get::<_, Option<i64>>(15)?.unwrap_or(0).max(0) as u64;
+                a.last_seen = r.get::<_, Option<i64>>(16)?.unwrap_or(0).max(0) as u64;
+                Ok(a)
+            })
+            .optional()?
+            .unwrap_or_default();
+        let mut local = d.clone();
+        local.first_seen = unix_or_zero(d.first_seen);
+        local.last_seen = unix_or_zero(d.last_seen);
+        merge_stored(&mut total, &local);
+        let mut vals: Vec<Box<dyn rusqlite::ToSql>> =
+            vec![Box::new(key.clone()), Box::new(value.clone())];
+        vals.extend(agg_values(&total));
+        vals.push(Box::new(i(total.first_seen)));
+        vals.push(Box::new(i(total.last_seen)));
+        put_total.execute(rusqlite::params_from_iter(vals.iter()))?;
+        let at_ms = if local.last_seen > 0 {
+            local.last_seen as i64
+        } else {
+            clock::unix_ms_now()
+        };
+        for (res, width) in RESOLUTIONS.iter() {
+            let bucket = clock::iso_ms(at_ms - at_ms.rem_euclid(*width));
+            let mut b: Agg = get_hist
+                .query_row(params![res, bucket, key, value], |r| agg_from_row(r, 0))
+                .optional()?
+                .unwrap_or_default();
+            merge_bucket(&mut b, d);
+            let mut vals: Vec<Box<dyn rusqlite::ToSql>> = vec![
+                Box::new(res.to_string()),
+                Box::new(bucket),
+                Box::new(key.clone()),
+                Box::new(value.clone()),
+            ];
+            vals.extend(agg_values(&b));
+            put_hist.execute(rusqlite::params_from_iter(vals.iter()))?;
+        }
+    }
+    Ok(())
+}
+
+fn unix_or_zero(stamp: u64) -> u64 {
+    if stamp > 0 {
+        clock::stamp_unix_ms(stamp) as u64
+    } else {
+        0
+    }
+}
+
+/// The AGG_COLS values of an Agg, in order.
+fn agg_values(a: &Agg) -> Vec<Box<dyn rusqlite::ToSql>> {
+    vec![
+        Box::new(i(a.calls)),
+        Box::new(i(a.errors)),
+        Box::new(i(a.busy)),
+        Box::new(i(a.timed)),
+        Box::new(i(a.total_ns)),
+        Box::new(i(a.min_ns)),
+        Box::new(i(a.max_ns)),
+        Box::new(a.sumsq_ms),
+        Box::new(a.hist.encode()),
+        Box::new(i(a.rows_returned)),
+        Box::new(i(a.rows_affected)),
+        Box::new(i(a.vm_steps)),
+        Box::new(i(a.fullscan_steps)),
+        Box::new(i(a.sorts)),
+        Box::new(i(a.autoindexes)),
+    ]
+}
+
+/// Merge a delta into a time bucket: counts add, min/max from the delta's
+/// own histogram (the cumulative min/max span other buckets).
+fn merge_bucket(b: &mut Agg, d: &Agg) {
+    let had = b.timed > 0;
+    b.merge_counts(d);
+    let (lo, hi) = hist_bounds(&d.hist);
+    if d.timed > 0 {
+        b.min_ns = if had { b.min_ns.min(lo) } else { lo };
+        b.max_ns = if had { b.max_ns.max(hi) } else { hi };
+    }
 }
 
 /// One row of `insights_history`.
@@ -812,19 +978,172 @@ fn run_round_hooks() {
     }
 }
 
-/// Record an event in the store (best effort; used for resets, store errors).
-pub fn store_event(db: &Arc<DbStats>, kind: &str, detail: &str) {
+/// Events of a database: the store's (all processes) plus this process's
+/// not yet flushed. None when the database has no store yet.
+pub fn read_events(db: &Arc<DbStats>) -> Option<Result<Vec<EventRecord>, String>> {
+    let mut st = lock(&db.store);
+    let path = resolve_path(&db.path, st.configured.as_deref())?;
+    if !path.exists() && st.conn.is_none() {
+        return None;
+    }
+    let r = internal(|| -> rusqlite::Result<Vec<EventRecord>> {
+        let conn = st.conn(&path)?;
+        let mut stmt = conn.prepare(
+            "SELECT at, kind, database, pid, object, statement, schema_version_before, schema_version_after,
+                    user_version_before, user_version_after, tags, detail FROM events ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let at: String = r.get(0)?;
+            Ok(EventRecord {
+                at_unix_ms: clock::parse_instant(&at).unwrap_or(0),
+                kind: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                database: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                pid: r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u32,
+                object: r.get(4)?,
+                statement: r.get(5)?,
+                schema_version_before: r.get(6)?,
+                schema_version_after: r.get(7)?,
+                user_version_before: r.get(8)?,
+                user_version_after: r.get(9)?,
+                tags: r.get(10)?,
+                detail: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+            })
+        })?;
+        rows.collect()
+    });
+    let mut v = match r {
+        Ok(v) => v,
+        Err(e) => return Some(Err(format!("{}: {e}", path.display()))),
+    };
+    v.extend(db.events.peek());
+    Some(Ok(v))
+}
+
+/// Tag activity totals of all processes plus this process's unflushed
+/// deltas (instants in unix ms). None when the database has no store yet.
+pub fn activity_with_pending(db: &Arc<DbStats>) -> Option<Vec<((String, String), Agg)>> {
+    let mut st = lock(&db.store);
+    let path = resolve_path(&db.path, st.configured.as_deref())?;
+    if !path.exists() && st.conn.is_none() {
+        return None;
+    }
+    let stored = internal(|| -> rusqlite::Result<Vec<((String, String), Agg)>> {
+        let conn = st.conn(&path)?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT key, value, first_seen_ms, last_seen_ms, {AGG_COLS} FROM activity_totals"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            let mut a = agg_from_row(r, 4)?;
+            a.first_seen = r.get::<_, Option<i64>>(2)?.unwrap_or(0).max(0) as u64;
+            a.last_seen = r.get::<_, Option<i64>>(3)?.unwrap_or(0).max(0) as u64;
+            Ok(((r.get(0)?, r.get(1)?), a))
+        })?;
+        rows.collect()
+    });
+    let stored = match stored {
+        Ok(s) => s,
+        Err(e) => {
+            st.error = Some(format!("{}: {e}", path.display()));
+            st.drop_conn();
+            return None;
+        }
+    };
+    let mut by: HashMap<(String, String), Agg> = stored.into_iter().collect();
+    for a in db.activity.entries() {
+        let id = (a.key.clone(), a.value.clone());
+        let cur = lock(&a.stats).clone();
+        let prev = match st.act_last.get(&id) {
+            Some((pa, pagg)) if Arc::ptr_eq(pa, &a) => pagg.clone(),
+            _ => Agg::default(),
+        };
+        let mut d = delta(&cur, &prev);
+        if d.calls == 0 && d.errors == 0 {
+            continue;
+        }
+        d.first_seen = unix_or_zero(d.first_seen);
+        d.last_seen = unix_or_zero(d.last_seen);
+        merge_stored(by.entry(id).or_default(), &d);
+    }
+    Some(by.into_iter().collect())
+}
+
+/// One bucket of tag activity.
+pub struct ActivityBucket {
+    pub resolution: String,
+    pub bucket_start: String,
+    pub key: String,
+    pub value: String,
+    pub agg: Agg,
+}
+
+/// Tag activity per time bucket of one resolution, oldest first.
+pub fn read_activity_history(
+    db: &Arc<DbStats>,
+    resolution: &str,
+) -> Result<Vec<ActivityBucket>, String> {
     let mut st = lock(&db.store);
     let Some(path) = resolve_path(&db.path, st.configured.as_deref()) else {
-        return;
+        return Ok(Vec::new());
     };
-    if st.error.is_some() {
-        return;
+    if !path.exists() && st.conn.is_none() {
+        return Ok(Vec::new());
     }
-    let _ = internal(|| -> rusqlite::Result<()> {
+    let r = internal(|| -> rusqlite::Result<Vec<ActivityBucket>> {
         let conn = st.conn(&path)?;
-        insert_event(conn, kind, &db.path, detail)
+        let mut stmt = conn.prepare(&format!(
+            "SELECT resolution, bucket_start, key, value, {AGG_COLS} FROM activity_history
+              WHERE resolution = ?1 ORDER BY bucket_start, key, value"
+        ))?;
+        let rows = stmt.query_map(params![resolution], |r| {
+            Ok(ActivityBucket {
+                resolution: r.get(0)?,
+                bucket_start: r.get(1)?,
+                key: r.get(2)?,
+                value: r.get(3)?,
+                agg: agg_from_row(r, 4)?,
+            })
+        })?;
+        rows.collect()
     });
+    r.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Record migration versions seen now; returns first_seen (unix ms) of each
+/// (tool, version) from the store. None when the database has no store.
+/// First sight (unix ms) per (tool, version).
+pub type FirstSeen = HashMap<(String, String), i64>;
+
+pub fn migrations_seen(
+    db: &Arc<DbStats>,
+    seen: &[(String, String)],
+) -> Option<Result<FirstSeen, String>> {
+    let mut st = lock(&db.store);
+    let path = resolve_path(&db.path, st.configured.as_deref())?;
+    let now = clock::unix_ms_now();
+    let r = internal(|| -> rusqlite::Result<FirstSeen> {
+        let conn = st.conn(&path)?;
+        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        {
+            let mut ins = tx.prepare(
+                "INSERT OR IGNORE INTO migrations_seen(tool, version, first_seen_ms) VALUES (?1, ?2, ?3)",
+            )?;
+            for (tool, version) in seen {
+                ins.execute(params![tool, version, now])?;
+            }
+        }
+        let mut out = HashMap::new();
+        {
+            let mut q = tx.prepare("SELECT tool, version, first_seen_ms FROM migrations_seen")?;
+            let rows = q.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
+            for row in rows {
+                let (k, v) = row?;
+                out.insert(k, v);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    });
+    Some(r.map_err(|e| format!("{}: {e}", path.display())))
 }
 
 // ---------------------------------------------------------------- flusher

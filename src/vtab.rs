@@ -76,6 +76,8 @@ impl Op {
 /// constraints pushed down (column index, operator, value).
 pub struct Scan {
     pub db_path: String,
+    /// The calling connection (for tables that read the user's database).
+    pub db: *mut ffi::sqlite3,
     pub constraints: Vec<(c_int, Op, Value)>,
 }
 
@@ -107,6 +109,7 @@ pub trait Source: Sized + 'static {
 pub struct Tab<S: Source> {
     base: ffi::sqlite3_vtab,
     db_path: String,
+    db: *mut ffi::sqlite3,
     _p: PhantomData<S>,
 }
 
@@ -114,6 +117,7 @@ pub struct Tab<S: Source> {
 pub struct Cursor<S: Source> {
     base: ffi::sqlite3_vtab_cursor,
     db_path: String,
+    db: *mut ffi::sqlite3,
     rows: Vec<Vec<Value>>,
     i: usize,
     _p: PhantomData<S>,
@@ -145,12 +149,14 @@ unsafe impl<'vtab, S: Source> VTab<'vtab> for Tab<S> {
     ) -> Result<(Cow<'static, CStr>, Self)> {
         guard(S::NAME, || {
             db.config(VTabConfig::Innocuous)?;
-            let db_path = unsafe { crate::capture::main_path(db.handle()) };
+            let handle = unsafe { db.handle() };
+            let db_path = unsafe { crate::capture::main_path(handle) };
             Ok((
                 Cow::Borrowed(S::SCHEMA),
                 Tab {
                     base: ffi::sqlite3_vtab::default(),
                     db_path,
+                    db: handle,
                     _p: PhantomData,
                 },
             ))
@@ -193,6 +199,7 @@ unsafe impl<'vtab, S: Source> VTab<'vtab> for Tab<S> {
         Ok(Cursor {
             base: ffi::sqlite3_vtab_cursor::default(),
             db_path: self.db_path.clone(),
+            db: self.db,
             rows: Vec::new(),
             i: 0,
             _p: PhantomData,
@@ -222,6 +229,7 @@ unsafe impl<S: Source> VTabCursor for Cursor<S> {
             }
             let scan = Scan {
                 db_path: self.db_path.clone(),
+                db: self.db,
                 constraints,
             };
             S::rows(&scan).map_err(|m| Error::ModuleError(format!("{}: {m}", S::NAME)))

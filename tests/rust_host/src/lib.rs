@@ -40,7 +40,10 @@ pub fn load_extension(conn: &Connection) -> rusqlite::Result<()> {
 pub fn sqlite3_config_exported() -> bool {
     extern "C" {
         fn dlopen(filename: *const std::ffi::c_char, flag: c_int) -> *mut std::ffi::c_void;
-        fn dlsym(handle: *mut std::ffi::c_void, symbol: *const std::ffi::c_char) -> *mut std::ffi::c_void;
+        fn dlsym(
+            handle: *mut std::ffi::c_void,
+            symbol: *const std::ffi::c_char,
+        ) -> *mut std::ffi::c_void;
     }
     const RTLD_LAZY: c_int = 1;
     unsafe {
@@ -107,7 +110,11 @@ pub unsafe fn run_raw(db: *mut ffi::sqlite3, sql: &str) -> Outcome {
         prepare_rc,
         prepare_errcode: ffi::sqlite3_extended_errcode(db),
         prepare_errmsg: errmsg(db),
-        tail_offset: if tail.is_null() { 0 } else { tail.offset_from(c.as_ptr()) as usize },
+        tail_offset: if tail.is_null() {
+            0
+        } else {
+            tail.offset_from(c.as_ptr()) as usize
+        },
         columns: vec![],
         rows: vec![],
         step_rc: 0,
@@ -126,7 +133,11 @@ pub unsafe fn run_raw(db: *mut ffi::sqlite3, sql: &str) -> Outcome {
         let n = ffi::sqlite3_column_count(stmt);
         for i in 0..n {
             let p = ffi::sqlite3_column_name(stmt, i);
-            o.columns.push(if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().into_owned() });
+            o.columns.push(if p.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            });
         }
         loop {
             let rc = ffi::sqlite3_step(stmt);
@@ -142,12 +153,20 @@ pub unsafe fn run_raw(db: *mut ffi::sqlite3, sql: &str) -> Outcome {
                     ffi::SQLITE_TEXT => {
                         let p = ffi::sqlite3_column_text(stmt, i);
                         let len = ffi::sqlite3_column_bytes(stmt, i) as usize;
-                        Val::Text(if p.is_null() { vec![] } else { std::slice::from_raw_parts(p, len).to_vec() })
+                        Val::Text(if p.is_null() {
+                            vec![]
+                        } else {
+                            std::slice::from_raw_parts(p, len).to_vec()
+                        })
                     }
                     ffi::SQLITE_BLOB => {
                         let p = ffi::sqlite3_column_blob(stmt, i) as *const u8;
                         let len = ffi::sqlite3_column_bytes(stmt, i) as usize;
-                        Val::Blob(if p.is_null() { vec![] } else { std::slice::from_raw_parts(p, len).to_vec() })
+                        Val::Blob(if p.is_null() {
+                            vec![]
+                        } else {
+                            std::slice::from_raw_parts(p, len).to_vec()
+                        })
                     }
                     _ => Val::Null,
                 });
