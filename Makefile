@@ -16,12 +16,12 @@ all: loadable
 # Debug build (overflow checks on) -> dist/insights0.so
 loadable:
 	$(CARGO) build --lib
-	mkdir -p dist && cp $(DEBUG_SO) dist/insights0.so
+	mkdir -p dist && cp $(DEBUG_SO) dist/.insights0.so.tmp && mv -f dist/.insights0.so.tmp dist/insights0.so
 
 # Optimised build -> dist/insights0.so
 loadable-release:
 	$(CARGO) build --lib --release
-	mkdir -p dist && cp $(RELEASE_SO) dist/insights0.so
+	mkdir -p dist && cp $(RELEASE_SO) dist/.insights0.so.tmp && mv -f dist/.insights0.so.tmp dist/insights0.so
 
 $(VENV)/.ok: tests/requirements.txt
 	$(PY) -m venv $(VENV)

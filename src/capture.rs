@@ -39,7 +39,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 /// Statements cached per connection; beyond it idle entries are dropped.
 /// Python's statement cache holds 128 by default; apps rarely keep more live.
@@ -83,7 +82,8 @@ struct Slot {
     /// sqlcommenter tags of this statement text (JSON, and as pairs).
     tags: Option<Arc<str>>,
     stmt_tags: Vec<(String, String)>,
-    start: Option<Instant>,
+    /// Ticks at the start of the current run (clock::ticks), None when idle.
+    start: Option<u64>,
     rows: u64,
     prev: [u32; 4],
     /// Activity entries this statement feeds, for connection tag generation
@@ -325,15 +325,12 @@ pub unsafe fn query_rows(
     })
 }
 
-/// Compare a NUL-terminated C string with cached bytes without strlen first.
+/// Compare a NUL-terminated C string with cached bytes (strlen and memcmp
+/// are vectorised in libc: a few ns for a typical statement).
 #[inline]
 unsafe fn same_sql(cached: &[u8], x: *const u8) -> bool {
-    for (i, b) in cached.iter().enumerate() {
-        if *x.add(i) != *b {
-            return false;
-        }
-    }
-    *x.add(cached.len()) == 0
+    let n = libc::strlen(x as *const c_char);
+    n == cached.len() && std::slice::from_raw_parts(x, n) == cached
 }
 
 #[inline]
@@ -373,7 +370,7 @@ impl ConnState {
                 if slot.entry.meta.event.is_some() {
                     slot.before = read_before(self.db, &slot.entry.meta.event);
                 }
-                slot.start = Some(Instant::now());
+                slot.start = Some(crate::clock::ticks());
                 slot.rows = 0;
                 errlog::set_thread_db(&self.stats);
                 return;
@@ -413,7 +410,7 @@ impl ConnState {
                 entry,
                 tags,
                 stmt_tags: n.tags,
-                start: Some(Instant::now()),
+                start: Some(crate::clock::ticks()),
                 rows: 0,
                 prev,
                 act: Vec::new(),
@@ -434,7 +431,7 @@ impl ConnState {
 
     #[inline]
     unsafe fn on_profile(&mut self, stmt: *mut ffi::sqlite3_stmt) {
-        let end = Instant::now();
+        let end = crate::clock::ticks();
         let Some(slot) = self.slots.get_mut(&(stmt as usize)) else {
             errlog::drop_pending(); // a step error of a statement we do not track
             return;
@@ -457,8 +454,8 @@ impl ConnState {
             slot.entry = self.stats.revive(&slot.entry.meta);
         }
         let mut exec = Exec {
-            duration_ns: end.saturating_duration_since(start).as_nanos() as u64,
-            at: crate::clock::stamp(end),
+            duration_ns: crate::clock::ticks_to_ns(end.saturating_sub(start)),
+            at: crate::clock::stamp_of_ticks(end),
             rows_returned: slot.rows,
             rows_affected: 0,
             vm_steps: d[0],

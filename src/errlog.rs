@@ -177,13 +177,21 @@ pub fn take_pending_for(sql: &[u8]) -> Option<Failure> {
     })
 }
 
-/// Longest prefix of `sql` that `text` starts with, if it is the whole `sql`
-/// or `text` was cut short (SQLite's log lines are truncated near 210 bytes).
+/// SQLite's log lines are cut at 209 bytes (3.40) or 699 (3.53+); a line
+/// this long may have lost the SQL that identifies its statement.
+pub const TRUNCATED_LINE_BYTES: usize = 200;
+
+/// What follows `sql` at the start of `text`, if `text` starts with it, or
+/// "" if `text` is a prefix of `sql` (the log line was cut). SQLite 3.53+
+/// puts `/* TRIGGER name */ ` before the SQL of an error raised in a trigger.
 fn match_sql<'a>(text: &'a str, sql: &str) -> Option<&'a str> {
+    let text = match text.strip_prefix("/* ") {
+        Some(rest) => rest.find(" */ ").map(|p| &rest[p + 4..]).unwrap_or(text),
+        None => text,
+    };
     if let Some(rest) = text.strip_prefix(sql) {
         return Some(rest);
     }
-    // truncated message: the whole rest of text must be a prefix of sql
     let t = text.trim_end_matches(']');
     if !t.is_empty() && sql.starts_with(t) {
         return Some("");
@@ -192,13 +200,19 @@ fn match_sql<'a>(text: &'a str, sql: &str) -> Option<&'a str> {
 }
 
 /// The error message of a step-error log line about `sql`, or None when the
-/// line is about another statement.
+/// line is about another statement. A line cut so short that its SQL is
+/// gone is taken as this statement's (the log comes right before the
+/// PROFILE of the failing statement, and a pending error is dropped at every
+/// statement start).
 pub fn step_error_message(line: &str, sql: &str) -> Option<String> {
+    let truncated = line.len() >= TRUNCATED_LINE_BYTES;
     // 3.40: "abort at 12 in [INSERT ...]: UNIQUE constraint failed: t.v"
     if let Some(rest) = line.strip_prefix("abort at ") {
         let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
         let rest = rest.strip_prefix(" in [")?;
-        let after = match_sql(rest, sql)?;
+        let Some(after) = match_sql(rest, sql) else {
+            return truncated.then(|| "constraint failed (message cut by SQLite's log)".into());
+        };
         let msg = after.strip_prefix("]: ").unwrap_or(after);
         return Some(if msg.is_empty() {
             "constraint failed".into()
@@ -206,23 +220,25 @@ pub fn step_error_message(line: &str, sql: &str) -> Option<String> {
             msg.to_string()
         });
     }
-    if let Some(rest) = line.strip_prefix("statement aborts at ") {
-        let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-        let rest = rest.strip_prefix(": ")?;
-        // 3.40 form: "[SQL] message"
-        if let Some(r) = rest.strip_prefix('[') {
-            if let Some(after) = match_sql(r, sql) {
-                let msg = after.strip_prefix("] ").unwrap_or(after);
-                return Some(msg.trim_start_matches(']').trim().to_string());
-            }
+    let rest = line.strip_prefix("statement aborts at ")?;
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let rest = rest.strip_prefix(": ")?;
+    // 3.40 form: "[SQL] message"
+    if let Some(r) = rest.strip_prefix('[') {
+        if let Some(after) = match_sql(r, sql) {
+            let msg = after.strip_prefix("] ").unwrap_or(after);
+            return Some(msg.trim_start_matches(']').trim().to_string());
         }
-        // newer form: "message; [SQL]"
-        if let Some(pos) = rest.find("; [") {
-            let (msg, tail) = rest.split_at(pos);
-            match_sql(&tail[3..], sql)?;
-            return Some(msg.to_string());
+    }
+    // newer form: "message; [SQL]" -- the message itself may contain "; ["
+    for (pos, _) in rest.match_indices("; [") {
+        if match_sql(&rest[pos + 3..], sql).is_some() {
+            return Some(rest[..pos].to_string());
         }
-        return None;
+    }
+    if truncated && !rest.starts_with('[') {
+        let msg = rest.rfind("; [").map(|p| &rest[..p]).unwrap_or(rest);
+        return Some(msg.to_string());
     }
     None
 }
@@ -580,6 +596,29 @@ mod tests {
         // truncated log line: SQL cut short
         assert!(step_error_message("statement aborts at 9: [UPDATE t SET v = v", sql).is_some());
         assert_eq!(step_error_message("misuse at line 5", sql), None);
+        // 3.53+: error raised in a trigger
+        assert_eq!(
+            step_error_message("statement aborts at 6: n too large; [/* TRIGGER t_guard */ UPDATE t SET v = v + 1 WHERE id = 5]", sql).as_deref(),
+            Some("n too large")
+        );
+        // a message containing "; ["
+        assert_eq!(
+            step_error_message("statement aborts at 6: CHECK constraint failed: bad; [value]; [UPDATE t SET v = v + 1 WHERE id = 5]", sql).as_deref(),
+            Some("CHECK constraint failed: bad; [value]")
+        );
+        // a message so long that the SQL was cut off
+        let long = format!(
+            "statement aborts at 6: CHECK constraint failed: {}",
+            "x".repeat(700)
+        );
+        assert!(step_error_message(&long, sql)
+            .unwrap()
+            .starts_with("CHECK constraint failed: xxx"));
+        // a short line about another statement is not ours
+        assert_eq!(
+            step_error_message("statement aborts at 6: boom; [SELECT 1]", sql),
+            None
+        );
     }
 
     #[test]

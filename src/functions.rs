@@ -307,6 +307,7 @@ pub fn debug_json(caller_db: &str) -> String {
         "commit": COMMIT,
         "sqlite_version": host_version,
         "capture_mode": CAPTURE_MODE,
+        "clock": if crate::clock::tsc_in_use() { "tsc" } else { "monotonic" },
         "error_capture": {
             "mode": errlog::mode().as_str(),
             "active": active,

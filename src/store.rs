@@ -1189,6 +1189,7 @@ pub fn start_flusher() {
                 }
                 drop(guard);
                 let _ = std::panic::catch_unwind(flush_all);
+                clock::recalibrate();
                 run_round_hooks();
                 FLUSH_ROUNDS.fetch_add(1, Ordering::Relaxed);
             }
