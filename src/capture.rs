@@ -99,6 +99,11 @@ pub struct ConnState {
     stats: Arc<DbStats>,
     slots: PtrMap<Slot>,
     tags: Arc<ConnTags>,
+    /// The slot of the statement seen last (STMT, ROW and PROFILE of one run
+    /// usually follow each other): skips the hash lookup. Valid until
+    /// `slots` is changed, which only `miss` does (it clears this).
+    last_key: usize,
+    last_slot: *mut Slot,
 }
 
 thread_local! {
@@ -110,14 +115,20 @@ thread_local! {
 /// Run `f` with capture off on this thread (the extension's own nested
 /// statements on a user's connection are never captured).
 pub fn without_capture<T>(f: impl FnOnce() -> T) -> T {
+    SUPPRESSING.fetch_add(1, Ordering::Relaxed);
     let prev = SUPPRESS.with(|s| s.replace(true));
     let was_internal = errlog::is_internal_thread();
     errlog::set_internal_thread(true); // their log lines are not user errors
     let r = f();
     errlog::set_internal_thread(was_internal);
     SUPPRESS.with(|s| s.set(prev));
+    SUPPRESSING.fetch_sub(1, Ordering::Relaxed);
     r
 }
+
+/// Threads inside `without_capture` right now: the hot path reads the
+/// thread-local flag only when this is non-zero.
+static SUPPRESSING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn attached() -> &'static Mutex<HashMap<usize, Arc<ConnTags>>> {
     static S: OnceLock<Mutex<HashMap<usize, Arc<ConnTags>>>> = OnceLock::new();
@@ -175,6 +186,8 @@ pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
         stats,
         slots: PtrMap::default(),
         tags,
+        last_key: 0,
+        last_slot: std::ptr::null_mut(),
     });
     let raw = Box::into_raw(state);
     let rc = ffi::sqlite3_trace_v2(db, TRACE_MASK, Some(trace_cb), raw as *mut c_void);
@@ -191,7 +204,10 @@ unsafe extern "C" fn trace_cb(
     p: *mut c_void,
     x: *mut c_void,
 ) -> c_int {
-    if mask != ffi::SQLITE_TRACE_CLOSE && SUPPRESS.with(|s| s.get()) {
+    if mask != ffi::SQLITE_TRACE_CLOSE
+        && SUPPRESSING.load(Ordering::Relaxed) != 0
+        && SUPPRESS.with(|s| s.get())
+    {
         return 0; // the extension's own nested statement
     }
     let r = catch_unwind(AssertUnwindSafe(|| {
@@ -348,6 +364,22 @@ unsafe fn stmt_counters(stmt: *mut ffi::sqlite3_stmt) -> [u32; 4] {
 }
 
 impl ConnState {
+    /// The slot of `key`, through the one-entry cache. The returned reference
+    /// is not tied to `self`: callers must not change `slots` while using it.
+    #[inline]
+    fn slot<'a>(&mut self, key: usize) -> Option<&'a mut Slot> {
+        if key == self.last_key && !self.last_slot.is_null() {
+            // SAFETY: last_slot points into `slots`, unchanged since it was
+            // taken (miss clears it before changing the map).
+            return Some(unsafe { &mut *self.last_slot });
+        }
+        let s: *mut Slot = self.slots.get_mut(&key)?;
+        self.last_key = key;
+        self.last_slot = s;
+        // SAFETY: as above.
+        Some(unsafe { &mut *s })
+    }
+
     #[inline]
     unsafe fn on_stmt(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char) {
         if x.is_null() || config::get(Key::Capture) == 0 {
@@ -362,7 +394,7 @@ impl ConnState {
         // arrives as "-- <sql>" on its own stmt pointer.
         let own = ffi::sqlite3_sql(stmt) as *const u8;
         let sqlp = if own.is_null() { xb } else { own };
-        if let Some(slot) = self.slots.get_mut(&key) {
+        if let Some(slot) = self.slot(key) {
             if slot.start.is_some() && starts_with_comment(xb) {
                 return; // a trigger body line of this running statement
             }
@@ -398,6 +430,7 @@ impl ConnState {
         } else {
             (None, None)
         };
+        self.last_slot = std::ptr::null_mut();
         if self.slots.len() >= MAX_CACHED_STMTS {
             self.slots.retain(|_, s| s.start.is_some());
         }
@@ -422,7 +455,7 @@ impl ConnState {
 
     #[inline]
     fn on_row(&mut self, stmt: usize) {
-        if let Some(slot) = self.slots.get_mut(&stmt) {
+        if let Some(slot) = self.slot(stmt) {
             if slot.start.is_some() {
                 slot.rows += 1;
             }
@@ -432,7 +465,7 @@ impl ConnState {
     #[inline]
     unsafe fn on_profile(&mut self, stmt: *mut ffi::sqlite3_stmt) {
         let end = crate::clock::ticks();
-        let Some(slot) = self.slots.get_mut(&(stmt as usize)) else {
+        let Some(slot) = self.slot(stmt as usize) else {
             errlog::drop_pending(); // a step error of a statement we do not track
             return;
         };

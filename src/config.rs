@@ -41,6 +41,30 @@ pub const DEFAULT_HTTP_MAX_CONNECTIONS: i64 = 16;
 /// hold a connection slot.
 pub const DEFAULT_HTTP_TIMEOUT_MS: i64 = 5_000;
 
+/// Cached table sizes are re-measured when older than this (and than 10x the
+/// last measurement's time) and the database files changed: fresh enough for
+/// a dashboard, cheap on a busy one.
+pub const DEFAULT_SIZE_REFRESH_MS: i64 = 5_000;
+/// Largest database (pages) sized at query time: 25k 4-KiB pages take about
+/// 60 ms with dbstat on this machine; larger ones are sized in the background.
+pub const DEFAULT_SIZE_PAGE_BUDGET: i64 = 25_000;
+/// Size samples every 5 minutes: growth per day/week without store bloat.
+pub const DEFAULT_SIZE_SAMPLE_INTERVAL_MS: i64 = 300_000;
+/// Use dbstat for sizes when the host has it (exact pages and row counts).
+pub const DEFAULT_SIZE_DBSTAT: i64 = 1;
+
+/// Default background heartbeat off: beats are written into the user's
+/// database, so only when asked.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: i64 = 0;
+/// Default lag beyond which a peer is `lagging`: 5 s, a common replica-lag
+/// alert threshold (pt-heartbeat users alert at seconds).
+pub const DEFAULT_SYNC_LAG_MS: i64 = 5_000;
+/// Default time without progress (or without a new beat) before `stale`:
+/// 60 s, several beats and flush rounds.
+pub const DEFAULT_SYNC_STALE_MS: i64 = 60_000;
+/// Default positions behind tolerated before `lagging`: 0, any unsent change.
+pub const DEFAULT_SYNC_LAG_POSITIONS: i64 = 0;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Key {
     MaxQueries,
@@ -56,6 +80,14 @@ pub enum Key {
     HttpTimeoutMs,
     HttpToken,
     MaxTagValues,
+    SizeRefreshMs,
+    SizePageBudget,
+    SizeSampleIntervalMs,
+    SizeDbstat,
+    HeartbeatIntervalMs,
+    SyncLagMs,
+    SyncStaleMs,
+    SyncLagPositions,
 }
 
 pub struct KeyDef {
@@ -196,9 +228,81 @@ pub const KEYS: &[KeyDef] = &[
         default: DEFAULT_MAX_TAG_VALUES,
         help: "distinct values kept per tag key and database in insights_activity; more go to '(other)'",
     },
+    KeyDef {
+        key: Key::SizeRefreshMs,
+        name: "size_refresh_ms",
+        kind: ValueKind::Int,
+        min: 0,
+        max: 86_400_000,
+        default: DEFAULT_SIZE_REFRESH_MS,
+        help: "insights_tables re-measures a changed database when its cached sizes are older than this (and than 10x the last measurement's time)",
+    },
+    KeyDef {
+        key: Key::SizePageBudget,
+        name: "size_page_budget",
+        kind: ValueKind::Int,
+        min: 0,
+        max: 1_000_000_000,
+        default: DEFAULT_SIZE_PAGE_BUDGET,
+        help: "largest database (in pages) insights_tables measures while the query waits; larger ones are measured in the background",
+    },
+    KeyDef {
+        key: Key::SizeSampleIntervalMs,
+        name: "size_sample_interval_ms",
+        kind: ValueKind::Int,
+        min: 0,
+        max: 604_800_000,
+        default: DEFAULT_SIZE_SAMPLE_INTERVAL_MS,
+        help: "how often database and table sizes are sampled into the store for insights_size_history; 0 = never",
+    },
+    KeyDef {
+        key: Key::SizeDbstat,
+        name: "size_dbstat",
+        kind: ValueKind::Bool,
+        min: 0,
+        max: 1,
+        default: DEFAULT_SIZE_DBSTAT,
+        help: "measure sizes with dbstat when the host has it; 0 = row counts and sqlite_stat1 estimates only",
+    },
+    KeyDef {
+        key: Key::HeartbeatIntervalMs,
+        name: "heartbeat_interval_ms",
+        kind: ValueKind::Int,
+        min: 0,
+        max: 3_600_000,
+        default: DEFAULT_HEARTBEAT_INTERVAL_MS,
+        help: "background insights_heartbeat() into every writer database the process has open (0 = off; at least 100)",
+    },
+    KeyDef {
+        key: Key::SyncLagMs,
+        name: "sync_lag_ms",
+        kind: ValueKind::Int,
+        min: 0,
+        max: 86_400_000,
+        default: DEFAULT_SYNC_LAG_MS,
+        help: "insights_sync: a peer further behind than this (seconds of lag) is 'lagging'",
+    },
+    KeyDef {
+        key: Key::SyncStaleMs,
+        name: "sync_stale_ms",
+        kind: ValueKind::Int,
+        min: 100,
+        max: 604_800_000,
+        default: DEFAULT_SYNC_STALE_MS,
+        help: "insights_sync: a peer behind with no progress (or no new beat/report) for this long is 'stale'",
+    },
+    KeyDef {
+        key: Key::SyncLagPositions,
+        name: "sync_lag_positions",
+        kind: ValueKind::Int,
+        min: 0,
+        max: i64::MAX,
+        default: DEFAULT_SYNC_LAG_POSITIONS,
+        help: "insights_sync: a peer more positions (or pending changes) behind than this is 'lagging'",
+    },
 ];
 
-static VALUES: [AtomicI64; 13] = [
+static VALUES: [AtomicI64; 21] = [
     AtomicI64::new(DEFAULT_MAX_QUERIES),
     AtomicI64::new(DEFAULT_MAX_ERRORS),
     AtomicI64::new(DEFAULT_SAMPLE_RAW_SQL),
@@ -212,6 +316,14 @@ static VALUES: [AtomicI64; 13] = [
     AtomicI64::new(DEFAULT_HTTP_TIMEOUT_MS),
     AtomicI64::new(0),
     AtomicI64::new(DEFAULT_MAX_TAG_VALUES),
+    AtomicI64::new(DEFAULT_SIZE_REFRESH_MS),
+    AtomicI64::new(DEFAULT_SIZE_PAGE_BUDGET),
+    AtomicI64::new(DEFAULT_SIZE_SAMPLE_INTERVAL_MS),
+    AtomicI64::new(DEFAULT_SIZE_DBSTAT),
+    AtomicI64::new(DEFAULT_HEARTBEAT_INTERVAL_MS),
+    AtomicI64::new(DEFAULT_SYNC_LAG_MS),
+    AtomicI64::new(DEFAULT_SYNC_STALE_MS),
+    AtomicI64::new(DEFAULT_SYNC_LAG_POSITIONS),
 ];
 
 /// Text of the `Secret` keys (only `http_token` so far); None = not set.

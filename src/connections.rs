@@ -87,7 +87,11 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 
 fn own_start_ticks() -> i64 {
     static T: OnceLock<i64> = OnceLock::new();
-    *T.get_or_init(|| start_ticks(std::process::id()).map(|t| t as i64).unwrap_or(-1))
+    *T.get_or_init(|| {
+        start_ticks(std::process::id())
+            .map(|t| t as i64)
+            .unwrap_or(-1)
+    })
 }
 
 /// Process start as unix ms (from /proc boot time and start ticks; falls
@@ -188,11 +192,7 @@ pub fn note_open_failure(line: &str) {
 /// Process counters of a database now: (busy, locked, open_failures).
 pub fn contention(db: &DbStats) -> (u64, u64, u64) {
     let f = failures_of(&db.path);
-    let agg_busy: u64 = db
-        .live_entries()
-        .iter()
-        .map(|e| lock(&e.stats).busy)
-        .sum();
+    let agg_busy: u64 = db.live_entries().iter().map(|e| lock(&e.stats).busy).sum();
     // the fingerprint counters are authoritative for BUSY (kept since the
     // last reset); the error-path counter covers evicted fingerprints
     let busy = agg_busy.max(f.busy.load(Ordering::Relaxed));
@@ -294,6 +294,10 @@ pub fn live(db: &DbStats) -> Live {
     }
 }
 
+/// A resource bucket as read back: samples, covered ms, cpu user/system s,
+/// rss max, sqlite memory max, cache counters, WAL max, disk free min.
+type ResCur = (i64, i64, f64, f64, i64, i64, [i64; 4], i64, i64);
+
 fn i(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
@@ -319,9 +323,8 @@ fn round_db(db: &Arc<DbStats>, proc: &ProcSample, pct: Option<f64>, now: i64, re
     let d_busy = l.busy.saturating_sub(prev.busy);
     let d_locked = l.locked.saturating_sub(prev.locked);
     let d_fail = l.open_failures.saturating_sub(prev.open_failures);
-    let quiet = l.open == 0
-        && !prev.registered
-        && d_opened + d_closed + d_busy + d_locked + d_fail == 0;
+    let quiet =
+        l.open == 0 && !prev.registered && d_opened + d_closed + d_busy + d_locked + d_fail == 0;
     if quiet {
         return;
     }
@@ -413,7 +416,7 @@ fn round_db(db: &Arc<DbStats>, proc: &ProcSample, pct: Option<f64>, now: i64, re
             )?;
             if prev.cpu.is_some() || l.open > 0 {
                 let key = params![res, bucket, host_key(), std::process::id() as i64];
-                let cur: Option<(i64, i64, f64, f64, i64, i64, [i64; 4], i64, i64)> = tx
+                let cur: Option<ResCur> = tx
                     .query_row(
                         "SELECT samples, covered_ms, cpu_user_s, cpu_system_s, rss_max, sqlite_memory_max, cache_hits, cache_misses, cache_writes, cache_spills, wal_bytes_max, disk_free_min
                          FROM resource_history WHERE resolution = ?1 AND bucket_start = ?2 AND host_key = ?3 AND pid = ?4",

@@ -28,7 +28,7 @@ use rusqlite::ffi;
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// First SQLite version whose sqlite3_config(SQLITE_CONFIG_LOG) works after
@@ -128,9 +128,37 @@ pub fn is_internal_thread() -> bool {
     INTERNAL.try_with(|c| c.get()).unwrap_or(false)
 }
 
+/// Threads with a pending step error right now: lets the hot path skip the
+/// thread-local lookup (a call into the dynamic linker's TLS in a cdylib)
+/// when nobody has one.
+static PENDING_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+fn set_pending_flag(on: bool) {
+    let _ = HAS_PENDING.try_with(|c| {
+        if c.get() != on {
+            c.set(on);
+            if on {
+                PENDING_THREADS.fetch_add(1, Ordering::Relaxed);
+            } else {
+                PENDING_THREADS.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
+/// Whether an error log of ours is installed (only then do prepare errors
+/// need the thread's database).
+#[inline]
+pub fn capturing() -> bool {
+    matches!(MODE.load(Ordering::Relaxed), 1 | 2)
+}
+
 /// Remember which database this thread last used (to place prepare errors).
 #[inline]
 pub fn set_thread_db(db: &Arc<DbStats>) {
+    if !capturing() {
+        return;
+    }
     let p = Arc::as_ptr(db) as usize;
     let same = THREAD_DB_PTR.try_with(|c| c.get() == p).unwrap_or(true);
     if !same {
@@ -154,20 +182,21 @@ fn thread_db() -> Arc<DbStats> {
 #[inline]
 pub fn drop_pending() {
     if has_pending() {
-        let _ = HAS_PENDING.try_with(|c| c.set(false));
+        set_pending_flag(false);
         let _ = PENDING.try_with(|c| c.borrow_mut().take());
     }
 }
 
 #[inline]
 pub fn has_pending() -> bool {
-    HAS_PENDING.try_with(|c| c.get()).unwrap_or(false)
+    PENDING_THREADS.load(Ordering::Relaxed) != 0
+        && HAS_PENDING.try_with(|c| c.get()).unwrap_or(false)
 }
 
 /// Take the pending step error if it names `sql`; a non-matching one is
 /// dropped (it belonged to a statement we do not see).
 pub fn take_pending_for(sql: &[u8]) -> Option<Failure> {
-    let _ = HAS_PENDING.try_with(|c| c.set(false));
+    set_pending_flag(false);
     let p = PENDING.try_with(|c| c.borrow_mut().take()).ok()??;
     let sql = String::from_utf8_lossy(sql);
     let message = step_error_message(&p.msg, &sql)?;
@@ -283,7 +312,7 @@ fn on_log(code: c_int, line: &str) {
                 msg: line.to_string(),
             })
         });
-        let _ = HAS_PENDING.try_with(|c| c.set(true));
+        set_pending_flag(true);
         return;
     }
     if let Some((message, sql)) = parse_prepare_error(line) {

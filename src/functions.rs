@@ -194,6 +194,10 @@ pub fn register(conn: &Connection) -> Result<()> {
         if name.eq_ignore_ascii_case(STORE_PATH_KEY) {
             return store_path_config(ctx);
         }
+        // text keys of the sync module (node_id, sync_role, ...)
+        if let Some(r) = crate::sync::config_key(ctx, name) {
+            return r;
+        }
         let def = config::lookup(name).ok_or_else(|| {
             err(format!(
                 "insights_config: unknown key '{}' (known: {})",

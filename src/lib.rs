@@ -18,6 +18,10 @@ pub mod capture;
 pub mod classify;
 pub mod clock;
 pub mod config;
+pub mod conn_vtab;
+pub mod connections;
+pub mod connections_vtab;
+pub mod db_vtab;
 pub mod errlog;
 pub mod errors_vtab;
 pub mod events;
@@ -34,8 +38,19 @@ pub mod migrations_vtab;
 pub mod normalize;
 pub mod queries_vtab;
 pub mod registry;
+pub mod resources;
+pub mod resources_vtab;
 pub mod serve;
+pub mod size_history_vtab;
+pub mod sizes;
 pub mod store;
+pub mod sync;
+pub mod sync_crsqlite;
+pub mod sync_libsql;
+pub mod sync_litefs;
+pub mod sync_litestream;
+pub mod sync_vtab;
+pub mod tables_vtab;
 pub mod vtab;
 
 use rusqlite::{ffi, Connection};
@@ -71,6 +86,16 @@ pub const REGISTRATIONS: &[Registration] = &[
     Registration::Function("insights_serve"),
     Registration::Function("insights_alert_rule"),
     Registration::Table("insights_alerts"),
+    Registration::Table("insights_tables"),
+    Registration::Table("insights_db"),
+    Registration::Table("insights_size_history"),
+    Registration::Table("insights_connections"),
+    Registration::Table("insights_resources"),
+    Registration::Function("insights_size_refresh"),
+    Registration::Function("insights_heartbeat"),
+    Registration::Function("insights_sync_report"),
+    Registration::Table("insights_sync"),
+    Registration::Table("insights_sync_history"),
 ];
 
 fn register_all(conn: &Connection) -> rusqlite::Result<()> {
@@ -85,6 +110,13 @@ fn register_all(conn: &Connection) -> rusqlite::Result<()> {
     metrics::register(conn)?;
     serve::register(conn)?;
     alerts::register(conn)?;
+    tables_vtab::load(conn)?;
+    db_vtab::load(conn)?;
+    size_history_vtab::load(conn)?;
+    connections_vtab::load(conn)?;
+    resources_vtab::load(conn)?;
+    sync::register(conn)?;
+    sync_vtab::load(conn)?;
     Ok(())
 }
 
@@ -133,6 +165,7 @@ unsafe fn init(
         functions::set_env_notes(config::load_env());
         store::on_flush_round(metrics::round);
         store::on_flush_round(alerts::evaluate);
+        store::on_flush_round(connections::on_flush_round);
         store::start_flusher();
         errlog::install_runtime(p_api);
         let f: unsafe extern "C" fn() =

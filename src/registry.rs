@@ -186,7 +186,7 @@ impl Agg {
         self.calls += 1;
         self.timed += 1;
         self.total_ns += e.duration_ns;
-        let ms = e.duration_ns as f64 / 1e6;
+        let ms = e.duration_ns as f64 * 1e-6;
         self.sumsq_ms += ms * ms;
         self.hist.record(e.duration_ns);
         self.rows_returned += e.rows_returned;

@@ -437,7 +437,10 @@ fn list_objects(conn: &Connection, schema: &str) -> rusqlite::Result<Vec<Listed>
                 Some((_, wr)) => *wr,
                 None => {
                     let s = sql.to_ascii_uppercase();
-                    s.trim_end().trim_end_matches(';').trim_end().ends_with("ROWID")
+                    s.trim_end()
+                        .trim_end_matches(';')
+                        .trim_end()
+                        .ends_with("ROWID")
                         && s.contains("WITHOUT")
                 }
             };
@@ -1100,7 +1103,10 @@ pub fn on_round(now: i64) {
         return;
     }
     for db in registry().databases() {
-        if db.connections_open.load(std::sync::atomic::Ordering::Relaxed) == 0
+        if db
+            .connections_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
             || db.path.starts_with(':')
             || db.path == crate::registry::UNKNOWN_DB
             || !std::path::Path::new(&db.path).is_file()
@@ -1119,14 +1125,18 @@ pub fn on_round(now: i64) {
                 conn,
                 rusqlite::TransactionBehavior::Immediate,
             )?;
+            let now = clock::unix_ms_now(); // after taking the store's write lock
             let last: Option<i64> = tx
-                .query_row("SELECT claimed_ms FROM size_sampler WHERE id = 1", [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT claimed_ms FROM size_sampler WHERE id = 1",
+                    [],
+                    |r| r.get(0),
+                )
                 .optional()?
                 .flatten();
             // 5% slack: processes whose rounds fall a little apart share one claim
-            let won = last.is_none_or(|t| now - t >= interval - interval / 20 || t > now);
+            // (a claim far in the future is a clock that went back: take it)
+            let won = last.is_none_or(|t| now - t >= interval - interval / 20 || t > now + interval);
             if won {
                 tx.execute(
                     "INSERT OR REPLACE INTO size_sampler(id, claimed_ms, pid, host) VALUES (1, ?1, ?2, ?3)",

@@ -44,7 +44,7 @@ use crate::registry::{lock, registry, DbStats};
 use crate::store;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, Error, OpenFlags, OptionalExtension, Result};
+use rusqlite::{Connection, Error, OpenFlags, Result};
 use serde_json::{json, Map, Value as Json};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -209,6 +209,13 @@ pub struct Obs {
     pub lead_ord: Option<i64>,
     pub trail_ord: Option<i64>,
     pub epoch: Option<String>,
+    /// The peer's progress marker (acknowledged version, applied frame, beat
+    /// seq) when it differs from `trail_ord`; its last change is the peer's
+    /// last sign of life when the engine keeps no time of its own.
+    pub progress: Option<i64>,
+    /// Whether this node and the peer differ, when neither lag_positions nor
+    /// pending_changes alone says it (cr-sqlite: pending changes decide).
+    pub behind: Option<bool>,
     /// Last sign of life from the engine's own state (beat time, file mtime).
     pub last_seen_ms: Option<i64>,
     /// Heartbeat: the beat is older than `sync_stale_ms` by its own time.
@@ -233,6 +240,8 @@ impl Obs {
             lead_ord: None,
             trail_ord: None,
             epoch: None,
+            progress: None,
+            behind: None,
             last_seen_ms: None,
             beat_age_ms: None,
             detail: Map::new(),
@@ -343,8 +352,8 @@ pub fn finalize(db: &str, node: &str, db_role: &str, mut o: Obs, now: i64) -> Sy
     if let Some(lead) = o.lead_ord {
         tr.observe_lead(&o.epoch, lead, now);
     }
-    if let Some(trail) = o.trail_ord {
-        tr.observe_trail(trail, now);
+    if let Some(p) = o.progress.or(o.trail_ord) {
+        tr.observe_trail(p, now);
     }
     if o.lag_seconds.is_none() {
         if let Some(trail) = o.trail_ord {
@@ -359,7 +368,8 @@ pub fn finalize(db: &str, node: &str, db_role: &str, mut o: Obs, now: i64) -> Sy
     let last_progress = o.last_seen_ms.unwrap_or(tr.trail_changed_ms);
     let last_seen = o
         .last_seen_ms
-        .or((o.trail_ord.is_some() && tr.trail.is_some()).then_some(tr.trail_changed_ms));
+        .or((o.progress.or(o.trail_ord).is_some() && tr.trail.is_some())
+            .then_some(tr.trail_changed_ms));
     let status = if o.error.is_some() {
         Status::Unknown
     } else {
@@ -371,14 +381,20 @@ pub fn finalize(db: &str, node: &str, db_role: &str, mut o: Obs, now: i64) -> Sy
                     || now - tr.trail_changed_ms > stale_ms
                 {
                     Status::Stale
-                } else if o.lag_seconds.is_some_and(|s| s * 1000.0 > lag_ms_limit as f64) {
+                } else if o
+                    .lag_seconds
+                    .is_some_and(|s| s * 1000.0 > lag_ms_limit as f64)
+                {
                     Status::Lagging
                 } else {
                     Status::UpToDate
                 }
             }
             Kind::Positional | Kind::Report => {
-                let behind = o.lag_positions.map(|l| l > 0).or(o.pending.map(|p| p > 0));
+                let behind = o
+                    .behind
+                    .or(o.lag_positions.map(|l| l > 0))
+                    .or(o.pending.map(|p| p > 0));
                 let report_stale = o.kind == Kind::Report && now - last_progress > stale_ms;
                 // behind and neither side moved for the stale window: the
                 // trailing side made no progress since the lead passed it
@@ -390,8 +406,14 @@ pub fn finalize(db: &str, node: &str, db_role: &str, mut o: Obs, now: i64) -> Sy
                     Some(false) => Status::UpToDate,
                     Some(true) if no_progress > stale_ms => Status::Stale,
                     Some(true) => {
-                        if o.lag_positions.or(o.pending).is_some_and(|l| l > pos_limit)
-                            || o.lag_seconds.is_some_and(|s| s * 1000.0 > lag_ms_limit as f64)
+                        let by = if o.behind.is_some() {
+                            o.pending.or(o.lag_positions)
+                        } else {
+                            o.lag_positions.or(o.pending)
+                        };
+                        if by.is_some_and(|l| l > pos_limit)
+                            || o.lag_seconds
+                                .is_some_and(|s| s * 1000.0 > lag_ms_limit as f64)
                         {
                             Status::Lagging
                         } else {
@@ -811,8 +833,7 @@ pub struct Report {
 }
 
 fn reports_mem() -> &'static Mutex<HashMap<String, Vec<Report>>> {
-    static R: std::sync::OnceLock<Mutex<HashMap<String, Vec<Report>>>> =
-        std::sync::OnceLock::new();
+    static R: std::sync::OnceLock<Mutex<HashMap<String, Vec<Report>>>> = std::sync::OnceLock::new();
     R.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -914,7 +935,7 @@ pub fn reports(db: &DbStats) -> Vec<Report> {
 /// Sources whose rows an engine reader produces; a report for one of them
 /// gives that engine's peer position (see `engine_remote`) instead of a row
 /// of its own.
-pub const ENGINE_SOURCES: &[&str] = &["libsql", "litefs", "litestream"];
+pub const ENGINE_SOURCES: &[&str] = &["libsql", "litefs"];
 /// Sources a report may not use.
 pub const RESERVED_SOURCES: &[&str] = &["heartbeat", "crsqlite"];
 
@@ -983,12 +1004,7 @@ pub fn rows_for(db: &Arc<DbStats>, now: i64) -> Vec<SyncRow> {
             if t.heartbeat {
                 match read_beats(c) {
                     Ok(b) => o.extend(heartbeat_obs(&b, &node, now)),
-                    Err(e) => o.push(Obs::failed(
-                        "heartbeat",
-                        "",
-                        Kind::Heartbeat,
-                        e.to_string(),
-                    )),
+                    Err(e) => o.push(Obs::failed("heartbeat", "", Kind::Heartbeat, e.to_string())),
                 }
             }
             if t.crsqlite {
@@ -1010,11 +1026,12 @@ pub fn rows_for(db: &Arc<DbStats>, now: i64) -> Vec<SyncRow> {
             &path,
             engine_remote(&reports, "libsql"),
         ));
-        obs.extend(crate::sync_litefs::observe(
-            &path,
-            &node,
-            engine_remote(&reports, "litefs"),
-        ));
+        let litefs: Vec<Report> = reports
+            .iter()
+            .filter(|r| r.source == "litefs")
+            .cloned()
+            .collect();
+        obs.extend(crate::sync_litefs::observe(&path, &node, &litefs));
         obs.extend(crate::sync_litestream::observe(&path));
     }
     for r in &reports {
@@ -1058,14 +1075,14 @@ pub fn sample_round() {
             continue;
         }
         let rows = rows_for(&db, now);
-        if rows.is_empty() && round % PRUNE_EVERY != 0 {
+        if rows.is_empty() && !round.is_multiple_of(PRUNE_EVERY) {
             continue;
         }
         let r = store::with_store_conn(&db, |c| {
             store_tables(c)?;
             let tx = c.unchecked_transaction()?;
             {
-                let mut ins = tx.prepare_cached(
+                let mut ins = tx.prepare(
                     "INSERT INTO sync_history(at, at_ms, node, peer, source, role, local_position, \
                      remote_position, lag_positions, lag_seconds, pending_changes, status, last_seen) \
                      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 WHERE NOT EXISTS \
@@ -1092,11 +1109,8 @@ pub fn sample_round() {
                     ])?;
                 }
             }
-            if round % PRUNE_EVERY == 0 {
-                tx.execute(
-                    "DELETE FROM sync_history WHERE at_ms < ?1",
-                    [now - keep_ms],
-                )?;
+            if round.is_multiple_of(PRUNE_EVERY) {
+                tx.execute("DELETE FROM sync_history WHERE at_ms < ?1", [now - keep_ms])?;
             }
             tx.commit()
         });
@@ -1400,7 +1414,10 @@ fn config_text(ctx: &Context<'_>, key: &str) -> Result<String> {
                     }
                     Some(s)
                 };
-                lock(confs()).entry(db.clone()).or_default().libsql_primary_url = u;
+                lock(confs())
+                    .entry(db.clone())
+                    .or_default()
+                    .libsql_primary_url = u;
             }
             "litestream_replica" => {
                 let p = if reset || v.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("off")) {
@@ -1415,7 +1432,10 @@ fn config_text(ctx: &Context<'_>, key: &str) -> Result<String> {
                     }
                     Some(s)
                 };
-                lock(confs()).entry(db.clone()).or_default().litestream_replica = p;
+                lock(confs())
+                    .entry(db.clone())
+                    .or_default()
+                    .litestream_replica = p;
             }
             _ => {}
         }
@@ -1423,8 +1443,8 @@ fn config_text(ctx: &Context<'_>, key: &str) -> Result<String> {
     Ok(match key {
         "node_id" => node_id(&db),
         "sync_role" => {
-            let crsqlite = is_file_db(&db)
-                && with_db(&db, |c| tables(c).map(|t| t.crsqlite)).unwrap_or(false);
+            let crsqlite =
+                is_file_db(&db) && with_db(&db, |c| tables(c).map(|t| t.crsqlite)).unwrap_or(false);
             role(&db, crsqlite)
         }
         "libsql_primary_url" => libsql_primary_url(&db).unwrap_or_else(|| "off".into()),

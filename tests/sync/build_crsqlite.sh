@@ -33,3 +33,24 @@ cd crsqlite-src
 find rs -name rust-toolchain.toml -delete
 sed -i '/#!\[feature(concat_idents)\]/d' rs/sqlite-rs-embedded/sqlite3_capi/src/lib.rs
 sed -i '/#!\[feature(error_in_core)\]/d' rs/sqlite-rs-embedded/sqlite_nostd/src/lib.rs
+# 3. `crsql_as_crr('t')` (and crsql_begin_alter/commit_alter) with one
+#    argument pass the Rust literal "main" to C as a schema name: Rust string
+#    literals have no NUL terminator, so SQLite read past it (MemoryError /
+#    "no such table"). Give the literal its NUL.
+sed -i 's/("main", args\[0\]\.text())/("main\\0", args[0].text())/' rs/core/src/lib.rs
+grep -q '("main\\0", args\[0\]\.text())' rs/core/src/lib.rs
+# the npm tarball carries stale build outputs of its authors' machines
+rm -rf rs/*/target
+
+(
+  cd rs/bundle_static
+  CRSQLITE_COMMIT_SHA="npm-$VERSION" RUSTC_BOOTSTRAP=1 \
+    cargo build --quiet --release --features loadable_extension
+)
+mkdir -p "$CACHE/crsqlite"
+gcc -O2 -w -I./src -I./src/sqlite -std=c99 -fPIC -shared \
+  src/crsqlite.c src/changes-vtab.c src/ext-data.c \
+  rs/bundle_static/target/release/libcrsql_bundle_static.a \
+  -o "$OUT.tmp"
+mv -f "$OUT.tmp" "$OUT"
+echo "$OUT"
