@@ -39,12 +39,18 @@ def stdin_closed():
     return bool(r) and sys.stdin.read(1) == ""
 
 n = 0
+stopped = False
 for phase in A.get("phases", [["mixed", 5]]):
+    if stopped:
+        break
     kind, secs = phase[0], phase[1]
     rate = phase[2] if len(phase) > 2 else 150
     end = time.time() + secs
     while time.time() < end:
         n += 1
+        if n % 20 == 0 and stdin_closed():
+            stopped = True
+            break
         if kind in ("mixed", "errors"):
             con.execute("INSERT INTO items(name, qty) VALUES (?, ?)", ("item%d" % n, n % 7))
             con.execute("SELECT name, qty FROM items WHERE id = ?", (random.randint(1, n),)).fetchall()
@@ -72,7 +78,7 @@ for phase in A.get("phases", [["mixed", 5]]):
         print("PHASE_DONE", kind, flush=True)
 print("WORK_DONE", n, flush=True)
 deadline = time.time() + A.get("linger", 120)
-while time.time() < deadline and not stdin_closed():
+while not stopped and time.time() < deadline and not stdin_closed():
     time.sleep(0.1)
 emit({"n": n, "serve": one(con, "SELECT insights_serve(NULL)")})
 '''
