@@ -41,6 +41,8 @@ pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 pub const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 /// Rows returned by one `/api/table/<name>` request at most.
 pub const MAX_TABLE_ROWS: usize = 5000;
+/// Width of the buckets of `/api/history?resolution=live`.
+pub const LIVE_BUCKET_MS: i64 = 5_000;
 /// Queries returned by `/api/queries` at most.
 pub const MAX_QUERIES: usize = 1000;
 
@@ -445,8 +447,8 @@ fn db_history(
 }
 
 fn live_rounds(path: &str, since: i64) -> Vec<Point> {
-    // 10-second buckets make a readable live chart whatever the flush interval
-    metrics::live_history(path, 10_000, since)
+    // 5-second buckets make a readable live chart whatever the flush interval
+    metrics::live_history(path, LIVE_BUCKET_MS, since)
 }
 
 // ---------------------------------------------------------- table endpoint

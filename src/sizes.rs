@@ -738,7 +738,10 @@ unsafe fn separate_ok(db: *mut ffi::sqlite3, conn: &Connection, schema: &str) ->
 }
 
 /// Measure `schema` of the caller's connection now, through the separate
-/// connection when possible, else on the caller's connection.
+/// connection when possible (into the shared cache `cache`), else on the
+/// caller's connection. Figures taken on the caller's connection of a file
+/// database may include its uncommitted changes: they go to a private cache
+/// for this answer only, never to the shared one. Returns the cache written.
 unsafe fn measure_sync(
     db: *mut ffi::sqlite3,
     user: &Connection,
@@ -746,7 +749,7 @@ unsafe fn measure_sync(
     file: &str,
     cache: &CacheRef,
     busy_ms: u64,
-) -> Result<RefreshStats, String> {
+) -> Result<(RefreshStats, CacheRef), String> {
     if !file.is_empty() && separate_ok(db, user, schema) {
         let sig = file_sig(file);
         let r = open_internal(file, busy_ms).and_then(|c| {
@@ -756,14 +759,18 @@ unsafe fn measure_sync(
         });
         if let Ok(mut s) = r {
             s.via = "separate";
-            return Ok(s);
+            return Ok((s, cache.clone()));
         }
     }
-    let sig = (!file.is_empty()).then(|| file_sig(file));
-    store::internal(|| measure_now(user, schema, cache, sig))
+    let target = if file.is_empty() {
+        cache.clone()
+    } else {
+        CacheRef::default()
+    };
+    store::internal(|| measure_now(user, schema, &target, None))
         .map(|mut s| {
             s.via = "caller";
-            s
+            (s, target)
         })
         .map_err(|e| {
             lock(cache).last_error = Some(e.to_string());
@@ -791,11 +798,16 @@ pub unsafe fn tables_for(
             let now = clock::unix_ms_now();
             lock(&c).used_ms = now;
             let sig = (!file.is_empty()).then(|| file_sig(&file));
+            let mut answer = c.clone();
             if !lock(&c).fresh(sig, now) {
                 let pages = pragma_i64(user, &schema, "page_count").unwrap_or(i64::MAX);
                 let budget = config::get(Key::SizePageBudget);
-                if pages <= budget || (file.is_empty() && lock(&c).complete_ms.is_none()) {
-                    let _ = measure_sync(db, user, &schema, &file, &c, QUERY_BUSY_TIMEOUT_MS);
+                if pages <= budget {
+                    if let Ok((_, written)) =
+                        measure_sync(db, user, &schema, &file, &c, QUERY_BUSY_TIMEOUT_MS)
+                    {
+                        answer = written;
+                    }
                 } else if file.is_empty() {
                     // an over-budget in-memory schema: nothing else can read
                     // it; serve the last figures until a forced refresh
@@ -808,7 +820,13 @@ pub unsafe fn tables_for(
                     request(Job::Refresh(file.clone()));
                 }
             }
-            let objs = lock(&c).objects.clone();
+            if lock(&c).complete_ms.is_none() && lock(&c).objects.is_empty() {
+                // never measured (an over-budget in-memory schema): list it
+                if let Ok(listed) = list_objects(user, &schema) {
+                    lock(&c).relist(&listed);
+                }
+            }
+            let objs = lock(&answer).objects.clone();
             out.push((schema, objs));
         }
         Ok(out)
@@ -846,7 +864,7 @@ pub unsafe fn refresh_now(db: *mut ffi::sqlite3, only: Option<&str>) -> Result<S
             ))
         })
         .map_err(|e| e.to_string())?;
-        let s = r.map_err(|e| format!("{schema}: {e}"))?;
+        let (s, _) = r.map_err(|e| format!("{schema}: {e}"))?;
         schemas += 1;
         objects += s.objects;
         pages += s.pages;
