@@ -36,6 +36,16 @@ pub const MAX_PARSE_OPERATORS: usize = 2048;
 /// threads get 128 KiB). The memory is reserved, not touched.
 pub const PARSE_STACK_BYTES: usize = 16 << 20;
 
+thread_local! {
+    static BIG_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Declare that the current thread was created with at least
+/// [`PARSE_STACK_BYTES`] of stack: sqlparser then runs on it directly.
+pub fn mark_big_stack_thread() {
+    BIG_STACK.with(|b| b.set(true));
+}
+
 /// Statement kind, as exposed in `insights_queries.kind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -134,6 +144,14 @@ pub fn classify_fast(normalized_sql: &str) -> Classified {
 /// [`parse`] on its own thread ([`PARSE_STACK_BYTES`]), panics caught. `None`
 /// when sqlparser fails, panics, or the thread cannot be started.
 fn parse_on_helper_thread(sql: &str) -> Option<(Option<Kind>, Vec<String>)> {
+    if BIG_STACK.with(|b| b.get()) {
+        // this thread was made with PARSE_STACK_BYTES (the flusher): no
+        // thread per statement needed
+        return std::panic::catch_unwind(|| parse(sql)).ok().flatten();
+    }
+    if let Some(r) = parse_on_service_thread(sql) {
+        return r;
+    }
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()
             .name("insights-classify".into())
@@ -144,6 +162,35 @@ fn parse_on_helper_thread(sql: &str) -> Option<(Option<Kind>, Vec<String>)> {
             .ok()?;
         handle.join().ok().flatten()
     })
+}
+
+type ParseResult = Option<(Option<Kind>, Vec<String>)>;
+type Request = (String, std::sync::mpsc::SyncSender<ParseResult>);
+
+/// One long-lived parser thread with a big stack, shared by every thread
+/// that classifies (starting a thread per statement costs ~100 us). None
+/// when the service cannot be reached (the caller then starts a thread).
+fn parse_on_service_thread(sql: &str) -> Option<ParseResult> {
+    use std::sync::mpsc::{sync_channel, SyncSender};
+    use std::sync::{Mutex, OnceLock};
+    static SVC: OnceLock<Mutex<Option<SyncSender<Request>>>> = OnceLock::new();
+    let svc = SVC.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Request>(64);
+        let started = std::thread::Builder::new()
+            .name("insights-parse".into())
+            .stack_size(PARSE_STACK_BYTES)
+            .spawn(move || {
+                while let Ok((sql, reply)) = rx.recv() {
+                    let r = std::panic::catch_unwind(|| parse(&sql)).ok().flatten();
+                    let _ = reply.send(r);
+                }
+            });
+        Mutex::new(started.ok().map(|_| tx))
+    });
+    let tx = svc.lock().ok()?.clone()?;
+    let (reply_tx, reply_rx) = sync_channel(1);
+    tx.send((sql.to_string(), reply_tx)).ok()?;
+    reply_rx.recv().ok()
 }
 
 /// Kind (None: not mapped, use the keyword kind) and raw table names.

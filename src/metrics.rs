@@ -340,7 +340,165 @@ pub fn render() -> String {
     };
     let mut fams = exposition::families(&g, &dbs);
     fams.extend(crate::alerts::families());
+    fams.extend(module_families(&dbs));
     exposition::render(fams)
+}
+
+/// Rows of an `insights_*` table for one database (empty when the table is
+/// not in this build or cannot be read: a scrape never fails for it).
+fn rows_of(table: &str, db: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    match crate::serve::read_table(table, Some(db)) {
+        Ok(v) => v["rows"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r.as_object().cloned()).collect())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn num(r: &serde_json::Map<String, serde_json::Value>, k: &str) -> Option<f64> {
+    r.get(k).and_then(|v| v.as_f64())
+}
+
+fn txt<'a>(r: &'a serde_json::Map<String, serde_json::Value>, k: &str) -> &'a str {
+    r.get(k).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// Most tables/indexes given their own size series per database.
+pub const MAX_TABLE_SERIES: usize = 100;
+
+/// Families from the other modules' tables (sizes, sync, resources), read
+/// through the SQL surface so that each module keeps its own rules.
+fn module_families(dbs: &[DbMetrics]) -> Vec<exposition::Family> {
+    use exposition::Family;
+    let mut lag = Family::new(
+        "sqlite_insights_sync_lag_seconds",
+        "gauge",
+        "Replication lag of a peer in seconds (insights_sync.lag_seconds)",
+    );
+    let mut stale = Family::new(
+        "sqlite_insights_sync_stale",
+        "gauge",
+        "1 when a peer's status is stale (no progress or heartbeat within its limit)",
+    );
+    let mut lagpos = Family::new(
+        "sqlite_insights_sync_lag_positions",
+        "gauge",
+        "Replication lag of a peer in positions (frames, transactions, versions)",
+    );
+    let mut pend = Family::new(
+        "sqlite_insights_sync_pending_changes",
+        "gauge",
+        "Changes not yet sent to or applied by a peer",
+    );
+    let mut tbytes = Family::new(
+        "sqlite_insights_table_size_bytes",
+        "gauge",
+        "Bytes used by a table or index (insights_tables; largest first, bounded)",
+    );
+    let mut trows = Family::new(
+        "sqlite_insights_table_rows",
+        "gauge",
+        "Rows of a table as insights_tables last counted them",
+    );
+    let mut free = Family::new(
+        "sqlite_insights_freelist_bytes",
+        "gauge",
+        "Unused pages in the database file (reclaimable by VACUUM)",
+    );
+    let mut cpu = Family::new(
+        "sqlite_insights_process_cpu_seconds_total",
+        "counter",
+        "CPU time of this process (insights_resources)",
+    );
+    let mut rss = Family::new(
+        "sqlite_insights_process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of this process (insights_resources)",
+    );
+    let mut smem = Family::new(
+        "sqlite_insights_sqlite_memory_bytes",
+        "gauge",
+        "Memory SQLite has allocated in this process (insights_resources)",
+    );
+    let mut hit = Family::new(
+        "sqlite_insights_page_cache_hit_ratio",
+        "gauge",
+        "Page cache hits / lookups of this process's connections to the database",
+    );
+    let pid = std::process::id() as f64;
+    let mut process_done = false;
+    for d in dbs.iter().filter(|d| d.file_bytes.is_some()) {
+        let db = d.database.as_str();
+        for r in rows_of("insights_sync", db) {
+            let peer = txt(&r, "peer");
+            let l = [("database", db), ("peer", peer)];
+            if let Some(v) = num(&r, "lag_seconds") {
+                lag.push(&l, v);
+            }
+            if let Some(v) = num(&r, "lag_positions") {
+                lagpos.push(&l, v);
+            }
+            if let Some(v) = num(&r, "pending_changes") {
+                pend.push(&l, v);
+            }
+            stale.push(&l, (txt(&r, "status") == "stale") as u8 as f64);
+        }
+        let mut tables = rows_of("insights_tables", db);
+        tables.retain(|r| txt(r, "schema").is_empty() || txt(r, "schema") == "main");
+        tables.sort_by(|a, b| {
+            num(b, "bytes")
+                .unwrap_or(0.0)
+                .partial_cmp(&num(a, "bytes").unwrap_or(0.0))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        for r in tables.iter().take(MAX_TABLE_SERIES) {
+            let l = [
+                ("database", db),
+                ("table", txt(r, "name")),
+                ("type", txt(r, "type")),
+            ];
+            if let Some(v) = num(r, "bytes") {
+                tbytes.push(&l, v);
+            }
+            if let Some(v) = num(r, "rows") {
+                trows.push(&[("database", db), ("table", txt(r, "name"))], v);
+            }
+        }
+        for r in rows_of("insights_db", db) {
+            if txt(&r, "schema") == "main" {
+                if let Some(v) = num(&r, "freelist_bytes") {
+                    free.push(&[("database", db)], v);
+                }
+            }
+        }
+        for r in rows_of("insights_resources", db) {
+            if num(&r, "pid") != Some(pid) {
+                continue;
+            }
+            if let Some(v) = num(&r, "cache_hit_ratio") {
+                hit.push(&[("database", db)], v);
+            }
+            if !process_done {
+                process_done = true;
+                if let Some(v) = num(&r, "cpu_user_s") {
+                    cpu.push(&[("mode", "user")], v);
+                }
+                if let Some(v) = num(&r, "cpu_system_s") {
+                    cpu.push(&[("mode", "system")], v);
+                }
+                if let Some(v) = num(&r, "rss_bytes") {
+                    rss.push(&[], v);
+                }
+                if let Some(v) = num(&r, "sqlite_memory_bytes") {
+                    smem.push(&[], v);
+                }
+            }
+        }
+    }
+    vec![
+        lag, stale, lagpos, pend, tbytes, trows, free, cpu, rss, smem, hit,
+    ]
 }
 
 pub fn register(conn: &Connection) -> Result<()> {

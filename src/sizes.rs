@@ -21,7 +21,8 @@
 //!   were. The user's own connection is used only where nothing else can see
 //!   the data or the lock: `:memory:` and temp schemas, a connection holding a
 //!   write transaction or `locking_mode=EXCLUSIVE`, a non-default VFS, or when
-//!   the separate connection fails. Statements run there are marked internal.
+//!   the separate connection fails. Statements run there are invisible to
+//!   capture (`capture::without_capture`).
 //! - Never stall the user: results are cached per database file. A cached
 //!   result is served while the file is unchanged (size and mtime of the
 //!   database and its WAL), or while younger than
@@ -252,8 +253,9 @@ pub fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Run `f` with a non-owning `Connection` on the caller's handle, the thread
-/// marked internal (log lines of these statements are not user errors).
+/// Run `f` with a non-owning `Connection` on the caller's handle, capture
+/// off on this thread (these statements are not the user's: they stay out of
+/// insights_queries, their log lines are not user errors).
 ///
 /// # Safety
 /// `db` must be a valid connection used by the current thread (xFilter or a
@@ -262,7 +264,7 @@ pub unsafe fn on_user_conn<T>(
     db: *mut ffi::sqlite3,
     f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
-    store::internal(|| {
+    crate::capture::without_capture(|| {
         let conn = Connection::from_handle(db)?;
         let r = f(&conn);
         drop(conn);
@@ -1048,12 +1050,20 @@ fn request(job: Job) {
     w.wake.notify_all();
 }
 
-/// Measure a database file in the background if its cache is stale.
-fn background_refresh(path: &str, force: bool) -> Result<(), String> {
+/// Measure a database file in the background if its cache is stale; for a
+/// sample (`exact`), whenever its files changed since the last measurement.
+fn background_refresh(path: &str, exact: bool) -> Result<(), String> {
     let c = cache(path);
     let sig = file_sig(path);
-    let fresh = lock(&c).fresh(Some(sig), clock::unix_ms_now());
-    let r = if fresh && !force {
+    let fresh = {
+        let g = lock(&c);
+        if exact {
+            g.complete_ms.is_some() && g.sig == Some(sig)
+        } else {
+            g.fresh(Some(sig), clock::unix_ms_now())
+        }
+    };
+    let r = if fresh {
         Ok(())
     } else {
         match open_internal(path, BACKGROUND_BUSY_TIMEOUT_MS) {
@@ -1081,7 +1091,7 @@ fn run_job(job: &Job) {
             let _ = background_refresh(p, false);
         }
         Job::Sample(p) => {
-            if background_refresh(p, false).is_ok() {
+            if background_refresh(p, true).is_ok() {
                 let db = registry().db(p);
                 let _ = write_sample(&db);
             }
@@ -1154,7 +1164,8 @@ pub fn on_round(now: i64) {
                 .flatten();
             // 5% slack: processes whose rounds fall a little apart share one claim
             // (a claim far in the future is a clock that went back: take it)
-            let won = last.is_none_or(|t| now - t >= interval - interval / 20 || t > now + interval);
+            let won =
+                last.is_none_or(|t| now - t >= interval - interval / 20 || t > now + interval);
             if won {
                 tx.execute(
                     "INSERT OR REPLACE INTO size_sampler(id, claimed_ms, pid, host) VALUES (1, ?1, ?2, ?3)",
@@ -1320,7 +1331,7 @@ pub fn read_samples(
 /// Take a sample of the caller's main database now (measuring it first if
 /// its cached sizes are stale); for tests and operators who want a baseline.
 pub fn sample_now(path: &str) -> Result<usize, String> {
-    background_refresh(path, false)?;
+    background_refresh(path, true)?;
     let db = registry().db(path);
     write_sample(&db)
 }

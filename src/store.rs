@@ -153,6 +153,26 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         let _ = mode;
         conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        conn.create_scalar_function(
+            "insights_hist_merge",
+            2,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                let get = |i: usize| -> Histogram {
+                    match ctx.get_raw(i) {
+                        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t)
+                            .ok()
+                            .and_then(Histogram::decode)
+                            .unwrap_or_default(),
+                        _ => Histogram::default(),
+                    }
+                };
+                let mut a = get(0);
+                a.merge(&get(1));
+                Ok(a.encode())
+            },
+        )?;
         migrate(&conn)?;
         Ok(conn)
     })
@@ -404,6 +424,42 @@ pub fn flush_db(db: &Arc<DbStats>) -> Result<usize, String> {
 
 type ActDelta = ((String, String), Agg);
 
+/// Column updates shared by every upsert of counters: the stored row is
+/// merged with the delta (`excluded`); histograms merge bucket by bucket in
+/// `insights_hist_merge`, registered on the store connection.
+const MERGE_SET: &str = "calls = calls + excluded.calls, errors = errors + excluded.errors,
+    busy = busy + excluded.busy, total_ns = total_ns + excluded.total_ns,
+    min_ns = CASE WHEN timed = 0 THEN excluded.min_ns WHEN excluded.timed = 0 THEN min_ns ELSE min(min_ns, excluded.min_ns) END,
+    max_ns = CASE WHEN timed = 0 THEN excluded.max_ns WHEN excluded.timed = 0 THEN max_ns ELSE max(max_ns, excluded.max_ns) END,
+    timed = timed + excluded.timed, sumsq_ms = sumsq_ms + excluded.sumsq_ms,
+    hist = insights_hist_merge(hist, excluded.hist),
+    rows_returned = rows_returned + excluded.rows_returned, rows_affected = rows_affected + excluded.rows_affected,
+    vm_steps = vm_steps + excluded.vm_steps, fullscan_steps = fullscan_steps + excluded.fullscan_steps,
+    sorts = sorts + excluded.sorts, autoindexes = autoindexes + excluded.autoindexes";
+
+/// Instants merge: earliest first sight, latest last sight (unix ms).
+const SEEN_SET: &str = "first_seen_ms = CASE WHEN coalesce(first_seen_ms, 0) = 0
+        OR (excluded.first_seen_ms > 0 AND excluded.first_seen_ms < first_seen_ms)
+      THEN excluded.first_seen_ms ELSE first_seen_ms END,
+    last_seen_ms = max(coalesce(last_seen_ms, 0), excluded.last_seen_ms)";
+
+/// The 15 AGG_COLS values of a delta for a bucket row: min/max from the
+/// delta's own histogram (cumulative min/max span other buckets).
+fn bucket_values(d: &Agg) -> Vec<Box<dyn rusqlite::ToSql>> {
+    let mut b = d.clone();
+    let (lo, hi) = hist_bounds(&d.hist);
+    b.min_ns = lo;
+    b.max_ns = hi;
+    agg_values(&b)
+}
+
+fn to_unix(d: &Agg) -> Agg {
+    let mut local = d.clone();
+    local.first_seen = unix_or_zero(d.first_seen);
+    local.last_seen = unix_or_zero(d.last_seen);
+    local
+}
+
 fn write(
     conn: &Connection,
     pending: &[Pending],
@@ -419,75 +475,40 @@ fn write(
         write_activity(&tx, acts)?;
     }
     {
-        let mut get_total = tx.prepare(&format!(
-            "SELECT {AGG_COLS}, first_seen_ms, last_seen_ms FROM totals WHERE fingerprint = ?1"
+        let mut put_total = tx.prepare(&format!(
+            "INSERT INTO totals(fingerprint, query, kind, tables, tags, {AGG_COLS}, first_seen_ms, last_seen_ms, last_error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
+             ON CONFLICT(fingerprint) DO UPDATE SET
+               query = excluded.query, kind = excluded.kind, tables = excluded.tables,
+               tags = coalesce(excluded.tags, tags), last_error = coalesce(excluded.last_error, last_error),
+               {MERGE_SET}, {SEEN_SET}"
         ))?;
-        let mut put_total = tx.prepare(
-            "INSERT OR REPLACE INTO totals(fingerprint, query, kind, tables, tags, calls, errors, busy, timed, total_ns, min_ns, max_ns, sumsq_ms, hist, rows_returned, rows_affected, vm_steps, fullscan_steps, sorts, autoindexes, first_seen_ms, last_seen_ms, last_error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-                     coalesce(?23, (SELECT last_error FROM totals WHERE fingerprint = ?1)))",
-        )?;
-        let mut get_hist = tx.prepare(&format!(
-            "SELECT {AGG_COLS} FROM history WHERE resolution = ?1 AND bucket_start = ?2 AND fingerprint = ?3"
+        let mut put_hist = tx.prepare(&format!(
+            "INSERT INTO history(resolution, bucket_start, fingerprint, kind, {AGG_COLS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+             ON CONFLICT(resolution, bucket_start, fingerprint) DO UPDATE SET kind = excluded.kind, {MERGE_SET}"
         ))?;
-        let mut put_hist = tx.prepare(
-            "INSERT OR REPLACE INTO history(resolution, bucket_start, fingerprint, kind, calls, errors, busy, timed, total_ns, min_ns, max_ns, sumsq_ms, hist, rows_returned, rows_affected, vm_steps, fullscan_steps, sorts, autoindexes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-        )?;
         // per-kind totals for each bucket, keyed (resolution, bucket, kind)
         let mut kinds: HashMap<(usize, String, &'static str), Agg> = HashMap::new();
         for p in pending {
             let fp = normalize::fingerprint_hex(p.meta.fingerprint);
             let d = &p.delta;
-            // totals
-            let mut total: Agg = get_total
-                .query_row(params![fp], |r| {
-                    let mut a = agg_from_row(r, 0)?;
-                    a.first_seen = r.get::<_, Option<i64>>(15)?.unwrap_or(0).max(0) as u64;
-                    a.last_seen = r.get::<_, Option<i64>>(16)?.unwrap_or(0).max(0) as u64;
-                    Ok(a)
-                })
-                .optional()?
-                .unwrap_or_default();
             // stored instants are unix ms; ours are monotonic stamps
-            let mut local = d.clone();
-            local.first_seen = if d.first_seen > 0 {
-                clock::stamp_unix_ms(d.first_seen) as u64
-            } else {
-                0
-            };
-            local.last_seen = if d.last_seen > 0 {
-                clock::stamp_unix_ms(d.last_seen) as u64
-            } else {
-                0
-            };
-            merge_stored(&mut total, &local);
+            let local = to_unix(d);
             let tables = serde_json::to_string(p.meta.tables()).unwrap_or_else(|_| "[]".into());
-            put_total.execute(params![
-                fp,
-                p.meta.query,
-                p.meta.kind().as_str(),
-                tables,
-                d.tags.as_deref(),
-                i(total.calls),
-                i(total.errors),
-                i(total.busy),
-                i(total.timed),
-                i(total.total_ns),
-                i(total.min_ns),
-                i(total.max_ns),
-                total.sumsq_ms,
-                total.hist.encode(),
-                i(total.rows_returned),
-                i(total.rows_affected),
-                i(total.vm_steps),
-                i(total.fullscan_steps),
-                i(total.sorts),
-                i(total.autoindexes),
-                i(total.first_seen),
-                i(total.last_seen),
-                d.last_error.as_deref(),
-            ])?;
+            let kind = p.meta.kind().as_str();
+            let mut vals: Vec<Box<dyn rusqlite::ToSql>> = vec![
+                Box::new(fp.clone()),
+                Box::new(p.meta.query.clone()),
+                Box::new(kind),
+                Box::new(tables),
+                Box::new(d.tags.as_deref().map(str::to_string)),
+            ];
+            vals.extend(agg_values(&local));
+            vals.push(Box::new(i(local.first_seen)));
+            vals.push(Box::new(i(local.last_seen)));
+            vals.push(Box::new(d.last_error.clone()));
+            put_total.execute(rusqlite::params_from_iter(vals.iter()))?;
             // buckets: the execution time of the delta's last statement
             let at_ms = if local.last_seen > 0 {
                 local.last_seen as i64
@@ -496,32 +517,27 @@ fn write(
             };
             for (ri, (res, width)) in RESOLUTIONS.iter().enumerate() {
                 let bucket = clock::iso_ms(at_ms - at_ms.rem_euclid(*width));
-                upsert_bucket(
-                    &mut get_hist,
-                    &mut put_hist,
-                    res,
-                    &bucket,
-                    &fp,
-                    p.meta.kind().as_str(),
-                    d,
-                )?;
-                kinds
-                    .entry((ri, bucket, p.meta.kind().as_str()))
-                    .or_default()
-                    .merge_counts(d);
+                let mut vals: Vec<Box<dyn rusqlite::ToSql>> = vec![
+                    Box::new(*res),
+                    Box::new(bucket.clone()),
+                    Box::new(fp.clone()),
+                    Box::new(kind),
+                ];
+                vals.extend(bucket_values(d));
+                put_hist.execute(rusqlite::params_from_iter(vals.iter()))?;
+                let k = kinds.entry((ri, bucket, kind)).or_default();
+                k.merge_counts(d);
             }
         }
         for ((ri, bucket, kind), d) in &kinds {
-            let key = format!("{KIND_PREFIX}{kind}");
-            upsert_bucket(
-                &mut get_hist,
-                &mut put_hist,
-                RESOLUTIONS[*ri].0,
-                bucket,
-                &key,
-                kind,
-                d,
-            )?;
+            let mut vals: Vec<Box<dyn rusqlite::ToSql>> = vec![
+                Box::new(RESOLUTIONS[*ri].0),
+                Box::new(bucket.clone()),
+                Box::new(format!("{KIND_PREFIX}{kind}")),
+                Box::new(*kind),
+            ];
+            vals.extend(bucket_values(d));
+            put_hist.execute(rusqlite::params_from_iter(vals.iter()))?;
         }
     }
     if housekeeping {
@@ -547,44 +563,6 @@ fn merge_stored(total: &mut Agg, d: &Agg) {
         total.first_seen = d.first_seen;
     }
     total.last_seen = total.last_seen.max(d.last_seen);
-}
-
-fn upsert_bucket(
-    get: &mut rusqlite::Statement<'_>,
-    put: &mut rusqlite::Statement<'_>,
-    res: &str,
-    bucket: &str,
-    fp: &str,
-    kind: &str,
-    d: &Agg,
-) -> rusqlite::Result<()> {
-    let mut b: Agg = get
-        .query_row(params![res, bucket, fp], |r| agg_from_row(r, 0))
-        .optional()?
-        .unwrap_or_default();
-    merge_bucket(&mut b, d);
-    put.execute(params![
-        res,
-        bucket,
-        fp,
-        kind,
-        i(b.calls),
-        i(b.errors),
-        i(b.busy),
-        i(b.timed),
-        i(b.total_ns),
-        i(b.min_ns),
-        i(b.max_ns),
-        b.sumsq_ms,
-        b.hist.encode(),
-        i(b.rows_returned),
-        i(b.rows_affected),
-        i(b.vm_steps),
-        i(b.fullscan_steps),
-        i(b.sorts),
-        i(b.autoindexes),
-    ])?;
-    Ok(())
 }
 
 fn retention(conn: &Connection) -> rusqlite::Result<()> {
@@ -767,39 +745,23 @@ fn insert_event(conn: &Connection, e: &EventRecord) -> rusqlite::Result<()> {
 
 /// Merge tag activity deltas into activity_totals and activity_history.
 fn write_activity(conn: &Connection, acts: &[ActDelta]) -> rusqlite::Result<()> {
-    let mut get_total = conn.prepare(&format!(
-        "SELECT {AGG_COLS}, first_seen_ms, last_seen_ms FROM activity_totals WHERE key = ?1 AND value = ?2"
-    ))?;
     let mut put_total = conn.prepare(&format!(
-        "INSERT OR REPLACE INTO activity_totals(key, value, {AGG_COLS}, first_seen_ms, last_seen_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-    ))?;
-    let mut get_hist = conn.prepare(&format!(
-        "SELECT {AGG_COLS} FROM activity_history WHERE resolution = ?1 AND bucket_start = ?2 AND key = ?3 AND value = ?4"
+        "INSERT INTO activity_totals(key, value, {AGG_COLS}, first_seen_ms, last_seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+         ON CONFLICT(key, value) DO UPDATE SET {MERGE_SET}, {SEEN_SET}"
     ))?;
     let mut put_hist = conn.prepare(&format!(
-        "INSERT OR REPLACE INTO activity_history(resolution, bucket_start, key, value, {AGG_COLS})
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        "INSERT INTO activity_history(resolution, bucket_start, key, value, {AGG_COLS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+         ON CONFLICT(resolution, bucket_start, key, value) DO UPDATE SET {MERGE_SET}"
     ))?;
     for ((key, value), d) in acts {
-        let mut total: Agg = get_total
-            .query_row(params![key, value], |r| {
-                let mut a = agg_from_row(r, 0)?;
-                a.first_seen = r.get::<_, Option<i64>>(15)?.unwrap_or(0).max(0) as u64;
-                a.last_seen = r.get::<_, Option<i64>>(16)?.unwrap_or(0).max(0) as u64;
-                Ok(a)
-            })
-            .optional()?
-            .unwrap_or_default();
-        let mut local = d.clone();
-        local.first_seen = unix_or_zero(d.first_seen);
-        local.last_seen = unix_or_zero(d.last_seen);
-        merge_stored(&mut total, &local);
+        let local = to_unix(d);
         let mut vals: Vec<Box<dyn rusqlite::ToSql>> =
             vec![Box::new(key.clone()), Box::new(value.clone())];
-        vals.extend(agg_values(&total));
-        vals.push(Box::new(i(total.first_seen)));
-        vals.push(Box::new(i(total.last_seen)));
+        vals.extend(agg_values(&local));
+        vals.push(Box::new(i(local.first_seen)));
+        vals.push(Box::new(i(local.last_seen)));
         put_total.execute(rusqlite::params_from_iter(vals.iter()))?;
         let at_ms = if local.last_seen > 0 {
             local.last_seen as i64
@@ -808,18 +770,13 @@ fn write_activity(conn: &Connection, acts: &[ActDelta]) -> rusqlite::Result<()> 
         };
         for (res, width) in RESOLUTIONS.iter() {
             let bucket = clock::iso_ms(at_ms - at_ms.rem_euclid(*width));
-            let mut b: Agg = get_hist
-                .query_row(params![res, bucket, key, value], |r| agg_from_row(r, 0))
-                .optional()?
-                .unwrap_or_default();
-            merge_bucket(&mut b, d);
             let mut vals: Vec<Box<dyn rusqlite::ToSql>> = vec![
                 Box::new(res.to_string()),
                 Box::new(bucket),
                 Box::new(key.clone()),
                 Box::new(value.clone()),
             ];
-            vals.extend(agg_values(&b));
+            vals.extend(bucket_values(d));
             put_hist.execute(rusqlite::params_from_iter(vals.iter()))?;
         }
     }
@@ -853,18 +810,6 @@ fn agg_values(a: &Agg) -> Vec<Box<dyn rusqlite::ToSql>> {
         Box::new(i(a.sorts)),
         Box::new(i(a.autoindexes)),
     ]
-}
-
-/// Merge a delta into a time bucket: counts add, min/max from the delta's
-/// own histogram (the cumulative min/max span other buckets).
-fn merge_bucket(b: &mut Agg, d: &Agg) {
-    let had = b.timed > 0;
-    b.merge_counts(d);
-    let (lo, hi) = hist_bounds(&d.hist);
-    if d.timed > 0 {
-        b.min_ns = if had { b.min_ns.min(lo) } else { lo };
-        b.max_ns = if had { b.max_ns.max(hi) } else { hi };
-    }
 }
 
 /// One row of `insights_history`.
@@ -1171,8 +1116,10 @@ pub fn start_flusher() {
     }
     let r = std::thread::Builder::new()
         .name("insights-flush".into())
+        .stack_size(crate::classify::PARSE_STACK_BYTES)
         .spawn(|| {
             errlog::set_internal_thread(true);
+            crate::classify::mark_big_stack_thread();
             loop {
                 let interval = config::get(Key::FlushIntervalMs).max(1);
                 let now = clock::unix_ms_now();

@@ -70,6 +70,8 @@ for phase in A.get("phases", [["mixed", 5]]):
                 con.execute("INSERT INTO items(id, name) VALUES (1, 'dup')")
             except sqlite3.Error:
                 pass
+        if A.get("sync") and n % 25 == 0:
+            con.execute("SELECT insights_sync_report('replica-1', ?, ?, ?)", (n, max(0, n - 40), 40)).fetchall()
         if kind == "idle":
             time.sleep(0.05)
         else:
@@ -84,6 +86,15 @@ emit({"n": n, "serve": one(con, "SELECT insights_serve(NULL)")})
 '''
 
 
+def ensure_exporter():
+    """The standalone exporter binary, built with cargo when missing (`make exporter`)."""
+    if not EXPORTER.exists():
+        r = subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path",
+                            str(ROOT / "exporter" / "Cargo.toml")], capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+    return EXPORTER
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -96,10 +107,10 @@ class Workload:
     """A workload process; `addr` is where it serves."""
 
     def __init__(self, db, phases=None, config=None, rules=None, listen="127.0.0.1:0",
-                 error_every=10, linger=120, env=None, announce_phases=False):
+                 error_every=10, linger=120, env=None, announce_phases=False, sync=False):
         args = {"db": str(db), "phases": phases or [["mixed", 5]], "config": config or {},
                 "rules": rules or [], "listen": listen, "error_every": error_every,
-                "linger": linger, "announce_phases": announce_phases}
+                "linger": linger, "announce_phases": announce_phases, "sync": sync}
         src = (PRELUDE.format(ext=str(EXT), mark=RESULT_MARK)
                + f"\nARGS = json.loads({json.dumps(json.dumps(args))})\n" + WORKLOAD)
         e = {"LD_PRELOAD": str(EXT)}

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT
-from telemetry_util import EXPORTER, Workload, get_json, http
+from telemetry_util import Workload, ensure_exporter, get_json
 
 DASH = ROOT / "tests" / "dashboard"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -66,11 +66,10 @@ def test_dashboard_in_chromium(tmp_path, ext_path):
 
 def test_dashboard_from_the_exporter(tmp_path, ext_path):
     """The exporter serves the same page over the stores of short-lived processes."""
-    if not EXPORTER.exists():
-        pytest.skip("exporter not built (make exporter)")
+    exporter = ensure_exporter()
     db = tmp_path / "batch.db"
     Workload(db, phases=[["mixed", 2]], config={"flush_interval_ms": 200}, linger=0).stop()
-    exp = subprocess.Popen([str(EXPORTER), "--listen", "127.0.0.1:0", str(db)], stdout=subprocess.PIPE,
+    exp = subprocess.Popen([str(exporter), "--listen", "127.0.0.1:0", str(db)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     try:
         addr = exp.stdout.readline().strip().split("http://")[1]

@@ -9,9 +9,8 @@
   of the alert rules (left of its comparison) returns data.
 
 Needs `prometheus`/`promtool` (Debian package prometheus); skipped with that
-reason when absent. Expressions over the sync metrics
-(sqlite_insights_sync_lag_seconds / sqlite_insights_sync_stale, exported by
-the sync module) are skipped while no build exports them.
+reason when absent. One workload reports a replica through
+insights_sync_report, so the sync lag/stale expressions have data too.
 """
 
 import json
@@ -26,7 +25,7 @@ import urllib.request
 import pytest
 
 from conftest import ROOT
-from telemetry_util import EXPORTER, Workload, free_port, promtool, wait_for
+from telemetry_util import Workload, ensure_exporter, free_port, promtool, wait_for
 
 PROMETHEUS = shutil.which("prometheus") or ("/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None)
 need_promtool = pytest.mark.skipif(promtool() is None, reason="promtool is not installed (apt-get install prometheus)")
@@ -36,9 +35,9 @@ GRAFANA = ROOT / "grafana" / "sqlite-insights.json"
 RULES = ROOT / "prometheus" / "alerts.yml"
 RULES_TEST = ROOT / "prometheus" / "alerts_test.yml"
 
-# Metrics another module exports (sync); their expressions are skipped until
-# the extension exports them.
-PENDING_METRICS = ("sqlite_insights_sync_lag_seconds", "sqlite_insights_sync_stale")
+# Metrics whose expressions are skipped while no build exports them (none now:
+# the sync metrics come from insights_sync since the sync module landed).
+PENDING_METRICS = ()
 
 
 @need_promtool
@@ -166,11 +165,7 @@ class Prom:
 
 @pytest.fixture(scope="module")
 def exporter_bin():
-    if not EXPORTER.exists():
-        r = subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path", str(ROOT / "exporter" / "Cargo.toml")],
-                           capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, r.stderr[-3000:]
-    return EXPORTER
+    return ensure_exporter()
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +176,8 @@ def stack(tmp_path_factory, exporter_bin, ext_path):
     cfg = {"flush_interval_ms": 250}
     rule = ["errors_high", "error_rate", ">", 0.05, 1, None, 5]
     w1 = Workload(tmp / "shop.db", phases=[["mixed", 120, 120]], config=cfg, rules=[rule], error_every=3)
-    w2 = Workload(tmp / "ledger.db", phases=[["mixed", 120, 80]], config=cfg, error_every=25)
+    # the second process reports a replica's position (insights_sync_report)
+    w2 = Workload(tmp / "ledger.db", phases=[["mixed", 120, 80]], config=cfg, error_every=25, sync=True)
     # short-lived processes: they flush to the store and exit; the exporter reads it
     batch_db = tmp / "batch.db"
     for _ in range(2):

@@ -92,7 +92,8 @@ fn parse_args(args: Vec<String>) -> Result<Config, String> {
             "--listen" => c.listen = val("--listen")?,
             "--token-file" => {
                 let p = val("--token-file")?;
-                let t = std::fs::read_to_string(&p).map_err(|e| format!("--token-file {p}: {e}"))?;
+                let t =
+                    std::fs::read_to_string(&p).map_err(|e| format!("--token-file {p}: {e}"))?;
                 let t = t.trim().to_string();
                 if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) || t.len() > 256 {
                     return Err(format!(

@@ -101,8 +101,12 @@ fn read_totals(c: &Connection) -> rusqlite::Result<Vec<QueryStat>> {
         Ok(QueryStat {
             fingerprint: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
             query: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            kind: r.get::<_, Option<String>>(2)?.unwrap_or_else(|| "other".into()),
-            tables: r.get::<_, Option<String>>(3)?.unwrap_or_else(|| "[]".into()),
+            kind: r
+                .get::<_, Option<String>>(2)?
+                .unwrap_or_else(|| "other".into()),
+            tables: r
+                .get::<_, Option<String>>(3)?
+                .unwrap_or_else(|| "[]".into()),
             calls: u(r.get(4)?),
             errors: u(r.get(5)?),
             busy: u(r.get(6)?),
@@ -144,7 +148,11 @@ fn read_kinds(c: &Connection) -> rusqlite::Result<Vec<(String, KindStat)>> {
             ..Default::default()
         };
         exposition::add_coarse(&mut k.coarse, &hist(r.get(6)?));
-        Ok((r.get::<_, Option<String>>(0)?.unwrap_or_else(|| "other".into()), k))
+        Ok((
+            r.get::<_, Option<String>>(0)?
+                .unwrap_or_else(|| "other".into()),
+            k,
+        ))
     })?;
     rows.collect()
 }
@@ -208,7 +216,11 @@ impl Exporter {
     }
 
     fn pick(&self, q: &Map<String, Value>) -> Vec<&DbSpec> {
-        match q.get("database").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) {
+        match q
+            .get("database")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+        {
             Some(d) => self.dbs.iter().filter(|x| x.database == d).collect(),
             None => self.dbs.iter().collect(),
         }
@@ -255,7 +267,10 @@ impl Exporter {
         };
         let mut rows = Vec::new();
         for d in self.pick(q) {
-            if let Ok(t) = d.open().and_then(|c| read_totals(&c).map_err(|e| e.to_string())) {
+            if let Ok(t) = d
+                .open()
+                .and_then(|c| read_totals(&c).map_err(|e| e.to_string()))
+            {
                 rows.extend(t.into_iter().map(|s| (d.database.clone(), s)));
             }
         }
@@ -278,24 +293,30 @@ impl Exporter {
     pub fn errors(&self, q: &Map<String, Value>) -> Response {
         let mut list = Vec::new();
         for d in self.pick(q) {
-            if let Ok(t) = d.open().and_then(|c| read_totals(&c).map_err(|e| e.to_string())) {
+            if let Ok(t) = d
+                .open()
+                .and_then(|c| read_totals(&c).map_err(|e| e.to_string()))
+            {
                 for s in t.into_iter().filter(|s| s.last_error.is_some()) {
-                    list.push((s.last_seen_ms, json!({
-                        "at": exposition::iso_ms(s.last_seen_ms),
-                        "database": d.database,
-                        "fingerprint": s.fingerprint,
-                        "query": s.query,
-                        "kind": s.kind,
-                        "phase": null,
-                        "code": null,
-                        "extended_code": null,
-                        "code_name": format!("{} errors", s.errors),
-                        "message": s.last_error,
-                    })));
+                    list.push((
+                        s.last_seen_ms,
+                        json!({
+                            "at": exposition::iso_ms(s.last_seen_ms),
+                            "database": d.database,
+                            "fingerprint": s.fingerprint,
+                            "query": s.query,
+                            "kind": s.kind,
+                            "phase": null,
+                            "code": null,
+                            "extended_code": null,
+                            "code_name": format!("{} errors", s.errors),
+                            "message": s.last_error,
+                        }),
+                    ));
                 }
             }
         }
-        list.sort_by(|a, b| b.0.cmp(&a.0));
+        list.sort_by_key(|x| std::cmp::Reverse(x.0));
         Response::json(&json!({ "errors": list.into_iter().map(|x| x.1).collect::<Vec<_>>() }))
     }
 
@@ -337,7 +358,11 @@ impl Exporter {
             _ => return Response::json_error(400, "resolution must be live, minute, hour or day"),
         };
         let now = now_ms();
-        let since = match q.get("since").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) {
+        let since = match q
+            .get("since")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+        {
             None => now - back,
             Some(s) => match exposition::parse_since(s) {
                 Some(v) => v,

@@ -15,6 +15,11 @@
 //!  c) ad-hoc: `SELECT v FROM t WHERE id = <literal>` with a new literal in
 //!     every statement, prepare + step + finalize, 200k statements.
 //!
+//!  d) the store: p50/p99 latency of a prepared point select while another
+//!     thread keeps 5000 fingerprints changing and flushes them to the store
+//!     (`insights_flush()`), against the same load without flushing; and the
+//!     time of one 5000-fingerprint flush.
+//!
 //! Environment: BENCH_ROUNDS (default 10), BENCH_SCALE (default 1.0),
 //! BENCH_STRICT=1 (exit 1 when a target is missed), INSIGHTS_SO.
 
@@ -484,7 +489,10 @@ fn main() {
         (TARGET_ADHOC_RATIO - 1.0) * 100.0
     );
 
+    let flush = flush_bench(&tmp, scale);
+
     let report = json!({
+        "store_flush": flush,
         "sqlite_version": rusqlite::version(),
         "host": "rusqlite 0.40.2 bundled",
         "extension": so.display().to_string(),
@@ -513,4 +521,118 @@ fn main() {
     if !counted_ok || (strict && !all_pass) {
         std::process::exit(1);
     }
+}
+
+/// Fingerprints changed before every flush in the store benchmark (the
+/// default max_queries: the largest flush one database can have).
+const FLUSH_FINGERPRINTS: usize = 5000;
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// d) hot-path latency while a large flush runs, and the flush time.
+fn flush_bench(tmp: &Path, scale: f64) -> serde_json::Value {
+    let path = tmp.join("flush.db");
+    let setup = Connection::open(&path).unwrap();
+    setup
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+             INSERT INTO t SELECT i, 'v' || i FROM n;",
+        )
+        .unwrap();
+    let samples_per_phase = ((200_000.0 * scale) as usize).max(2000);
+    let mut report = serde_json::Map::new();
+    let mut flush_ms: Vec<f64> = vec![];
+    for flushing in [false, true] {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let p2 = path.clone();
+        let writer = std::thread::spawn(move || {
+            let c = Connection::open(&p2).unwrap();
+            let mut times = vec![];
+            let mut round = 0u64;
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                // 5000 distinct fingerprints, each run once: every flush has
+                // 5000 deltas to merge
+                for k in 0..FLUSH_FINGERPRINTS {
+                    let sql = format!(
+                        "SELECT v AS c{k} FROM t WHERE id = {}",
+                        1 + (k as u64 + round) % 1000
+                    );
+                    let _ = c.query_row(&sql, [], |r| r.get::<_, String>(0));
+                    if stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                if flushing {
+                    let t = Instant::now();
+                    c.query_row("SELECT insights_flush()", [], |r| r.get::<_, i64>(0))
+                        .unwrap();
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                round += 1;
+            }
+            times
+        });
+        let c = Connection::open(&path).unwrap();
+        let mut st = c.prepare_cached(POINT_SQL).unwrap();
+        let mut lat = Vec::with_capacity(samples_per_phase);
+        let mut seed = 99u64;
+        // let the writer get going
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        for _ in 0..samples_per_phase {
+            let id = 1 + (next_id(&mut seed) % 1000);
+            let t = Instant::now();
+            let v: String = st.query_row([id], |r| r.get(0)).unwrap();
+            lat.push(t.elapsed().as_nanos() as f64);
+            black_box(v);
+        }
+        drop(st);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let times = writer.join().unwrap();
+        if flushing {
+            flush_ms = times;
+        }
+        let p50 = percentile(&mut lat, 0.50);
+        let p99 = percentile(&mut lat, 0.99);
+        report.insert(
+            if flushing {
+                "while_flushing"
+            } else {
+                "without_flushing"
+            }
+            .into(),
+            json!({ "p50_ns": p50, "p99_ns": p99, "samples": lat.len() }),
+        );
+    }
+    let flushes = flush_ms.len();
+    let med_flush = if flushes > 0 {
+        median(&mut flush_ms.clone())
+    } else {
+        f64::NAN
+    };
+    let (a, b) = (
+        report["without_flushing"]["p99_ns"].as_f64().unwrap_or(0.0),
+        report["while_flushing"]["p99_ns"].as_f64().unwrap_or(0.0),
+    );
+    println!();
+    println!("store flush ({FLUSH_FINGERPRINTS} fingerprints changed per flush, another thread)");
+    println!(
+        "  point select p50/p99 ns: without flushing {:.0}/{:.0}, while flushing {:.0}/{:.0} (p99 ratio {:.2})",
+        report["without_flushing"]["p50_ns"].as_f64().unwrap_or(0.0),
+        a,
+        report["while_flushing"]["p50_ns"].as_f64().unwrap_or(0.0),
+        b,
+        b / a
+    );
+    println!("  flush of {FLUSH_FINGERPRINTS} fingerprints: median {med_flush:.1} ms over {flushes} flushes");
+    report.insert("fingerprints_per_flush".into(), json!(FLUSH_FINGERPRINTS));
+    report.insert("flush_ms_median".into(), json!(med_flush));
+    report.insert("flushes".into(), json!(flushes));
+    report.insert("p99_ratio".into(), json!(b / a));
+    serde_json::Value::Object(report)
 }
