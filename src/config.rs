@@ -42,9 +42,9 @@ pub const DEFAULT_HTTP_MAX_CONNECTIONS: i64 = 16;
 pub const DEFAULT_HTTP_TIMEOUT_MS: i64 = 5_000;
 
 /// Cached table sizes are re-measured when older than this (and than 10x the
-/// last measurement's time) and the database files changed: fresh enough for
-/// a dashboard, cheap on a busy one.
-pub const DEFAULT_SIZE_REFRESH_MS: i64 = 5_000;
+/// last measurement's time) and the database files changed: a second keeps a
+/// dashboard polling a busy database from re-measuring it on every refresh.
+pub const DEFAULT_SIZE_REFRESH_MS: i64 = 1_000;
 /// Largest database (pages) sized at query time: 25k 4-KiB pages take about
 /// 60 ms with dbstat on this machine; larger ones are sized in the background.
 pub const DEFAULT_SIZE_PAGE_BUDGET: i64 = 25_000;

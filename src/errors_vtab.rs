@@ -3,25 +3,49 @@
 //!
 //! Rules: read-only; `query` is the normalized text (no literals); `sample`
 //! holds raw SQL only when `sample_raw_sql` is on; `phase` says whether the
-//! statement failed at prepare or at step.
+//! statement failed at prepare or at step. Hidden column `scope`: 'all'
+//! (default) shows every process's failures from each database's store plus
+//! this process's not yet flushed; 'process' this process's ring alone.
 
 use crate::clock;
-use crate::registry::registry;
+use crate::registry::{registry, ErrorRecord};
 use crate::vtab::{register, text, text_opt, Scan, Source, Tab};
 use rusqlite::types::Value;
 use rusqlite::vtab::Module;
 use rusqlite::{Connection, Result};
-use std::ffi::CStr;
+use std::ffi::{c_int, CStr};
+
+/// Index of the hidden `scope` column.
+const COL_SCOPE: c_int = 11;
 
 pub struct Errors;
 
 impl Source for Errors {
     const NAME: &'static str = "insights_errors";
-    const SCHEMA: &'static CStr = c"CREATE TABLE x(at TEXT, database TEXT, fingerprint TEXT, query TEXT, kind TEXT, phase TEXT, code INTEGER, extended_code INTEGER, code_name TEXT, message TEXT, sample TEXT)";
+    const SCHEMA: &'static CStr = c"CREATE TABLE x(at TEXT, database TEXT, fingerprint TEXT, query TEXT, kind TEXT, phase TEXT, code INTEGER, extended_code INTEGER, code_name TEXT, message TEXT, sample TEXT, scope HIDDEN)";
+    const PUSHDOWN: &'static [(c_int, bool)] = &[(COL_SCOPE, true)];
 
-    fn rows(_scan: &Scan) -> Result<Vec<Vec<Value>>, String> {
-        Ok(registry()
-            .errors()
+    fn rows(scan: &Scan) -> Result<Vec<Vec<Value>>, String> {
+        let scope = match scan.eq(COL_SCOPE) {
+            None => "all",
+            Some(Value::Text(s)) if s.eq_ignore_ascii_case("all") => "all",
+            Some(Value::Text(s)) if s.eq_ignore_ascii_case("process") => "process",
+            Some(_) => return Err("scope must be 'all' or 'process'".into()),
+        };
+        let mut all: Vec<ErrorRecord> = Vec::new();
+        let local = registry().errors();
+        if scope == "process" {
+            all = local;
+        } else {
+            for db in registry().databases() {
+                match crate::store::read_errors(&db) {
+                    Some(Ok(v)) => all.extend(v),
+                    _ => all.extend(local.iter().filter(|e| e.database == db.path).cloned()),
+                }
+            }
+            all.sort_by_key(|e| e.at_unix_ms);
+        }
+        Ok(all
             .into_iter()
             .map(|e| {
                 vec![
@@ -36,6 +60,7 @@ impl Source for Errors {
                     text(code_name(e.extended_code)),
                     text(e.message),
                     text_opt(e.sample),
+                    text(scope),
                 ]
             })
             .collect())

@@ -311,6 +311,8 @@ pub struct DbStats {
     graveyard: Mutex<Vec<Arc<Entry>>>,
     /// Events waiting for the store.
     pub events: crate::events::EventQueue,
+    /// Failed statements waiting for the store (bounded by max_errors).
+    pub errors_pending: Mutex<VecDeque<ErrorRecord>>,
     /// Tag activity of this database.
     pub activity: crate::activity::ActRegistry,
 }
@@ -329,6 +331,7 @@ impl DbStats {
             store: Mutex::new(crate::store::StoreState::default()),
             graveyard: Mutex::new(Vec::new()),
             events: Default::default(),
+            errors_pending: Mutex::new(VecDeque::new()),
             activity: Default::default(),
             path,
         }
@@ -539,6 +542,14 @@ impl Registry {
     pub fn push_error(&self, rec: ErrorRecord) {
         self.errors_total.fetch_add(1, Ordering::Relaxed);
         let max = config::get(Key::MaxErrors).max(1) as usize;
+        let db = self.db(&rec.database);
+        if db.has_store.load(Ordering::Relaxed) {
+            let mut q = lock(&db.errors_pending);
+            while q.len() >= max {
+                q.pop_front();
+            }
+            q.push_back(rec.clone());
+        }
         let mut q = lock(&self.errors);
         while q.len() >= max {
             q.pop_front();
@@ -569,6 +580,10 @@ impl Registry {
                 .unwrap_or_else(|| "all".into());
             if fingerprint.is_none() {
                 d.activity.clear();
+            }
+            match fingerprint {
+                None => lock(&d.errors_pending).clear(),
+                Some(fp) => lock(&d.errors_pending).retain(|e| e.fingerprint != Some(fp)),
             }
             crate::events::record_memory(crate::events::EventRecord::new(
                 &d.path, "reset", &detail,

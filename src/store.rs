@@ -33,7 +33,7 @@ use crate::errlog;
 use crate::events::EventRecord;
 use crate::histogram::{self, Histogram};
 use crate::normalize;
-use crate::registry::{self, lock, registry, Agg, DbStats, Entry, Meta};
+use crate::registry::{self, lock, registry, Agg, DbStats, Entry, ErrorRecord, Meta};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -217,6 +217,9 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
            rows_returned INTEGER, rows_affected INTEGER, vm_steps INTEGER,
            fullscan_steps INTEGER, sorts INTEGER, autoindexes INTEGER,
            PRIMARY KEY(resolution, bucket_start, key, value)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS errors(
+           id INTEGER PRIMARY KEY, at TEXT, database TEXT, pid INTEGER, fingerprint TEXT, query TEXT,
+           kind TEXT, phase TEXT, code INTEGER, extended_code INTEGER, message TEXT, sample TEXT);
          CREATE TABLE IF NOT EXISTS migrations_seen(
            tool TEXT, version TEXT, first_seen_ms INTEGER, PRIMARY KEY(tool, version)) WITHOUT ROWID;
          INSERT OR IGNORE INTO insights_meta VALUES ('schema_version', '1');
@@ -383,13 +386,19 @@ pub fn flush_db(db: &Arc<DbStats>) -> Result<usize, String> {
         new_act_last.insert(id, (a, cur));
     }
     let events = db.events.take();
+    let errors: Vec<ErrorRecord> = lock(&db.errors_pending).drain(..).collect();
     let housekeeping = st.flushes.is_multiple_of(HOUSEKEEPING_EVERY);
     let result = internal(|| -> rusqlite::Result<()> {
         let conn = st.conn(&path)?;
-        if pending.is_empty() && act_pending.is_empty() && events.is_empty() && !housekeeping {
+        if pending.is_empty()
+            && act_pending.is_empty()
+            && events.is_empty()
+            && errors.is_empty()
+            && !housekeeping
+        {
             return Ok(());
         }
-        write(conn, &pending, &act_pending, &events, housekeeping)
+        write(conn, &pending, &act_pending, &events, &errors, housekeeping)
     });
     match result {
         Ok(()) => {
@@ -408,6 +417,16 @@ pub fn flush_db(db: &Arc<DbStats>) -> Result<usize, String> {
         Err(e) => {
             db.return_graveyard(grave);
             db.events.give_back(events);
+            {
+                let mut q = lock(&db.errors_pending);
+                for e in errors.into_iter().rev() {
+                    q.push_front(e);
+                }
+                let max = config::get(Key::MaxErrors).max(1) as usize;
+                while q.len() > max {
+                    q.pop_front();
+                }
+            }
             st.failures += 1;
             let msg = format!("{}: {e}", path.display());
             let first = st.error.is_none();
@@ -465,11 +484,38 @@ fn write(
     pending: &[Pending],
     acts: &[ActDelta],
     events: &[EventRecord],
+    errors: &[ErrorRecord],
     housekeeping: bool,
 ) -> rusqlite::Result<()> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     for e in events {
         insert_event(&tx, e)?;
+    }
+    if !errors.is_empty() {
+        let mut ins = tx.prepare(
+            "INSERT INTO errors(at, database, pid, fingerprint, query, kind, phase, code, extended_code, message, sample)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for e in errors {
+            ins.execute(params![
+                clock::iso_ms(e.at_unix_ms),
+                e.database,
+                std::process::id() as i64,
+                e.fingerprint.map(normalize::fingerprint_hex),
+                e.query,
+                e.kind.map(|k| k.as_str()),
+                e.phase,
+                e.code,
+                e.extended_code,
+                e.message,
+                e.sample
+            ])?;
+        }
+        drop(ins);
+        tx.execute(
+            "DELETE FROM errors WHERE id <= (SELECT max(id) FROM errors) - ?1",
+            params![config::get(Key::MaxErrors)],
+        )?;
     }
     if !acts.is_empty() {
         write_activity(&tx, acts)?;
@@ -700,11 +746,13 @@ pub fn reset_store(db: &Arc<DbStats>, fingerprint: Option<u64>) -> Result<(), St
                 let fp = normalize::fingerprint_hex(fp);
                 tx.execute("DELETE FROM totals WHERE fingerprint = ?1", params![fp])?;
                 tx.execute("DELETE FROM history WHERE fingerprint = ?1", params![fp])?;
+                tx.execute("DELETE FROM errors WHERE fingerprint = ?1", params![fp])?;
             }
         }
         if fingerprint.is_none() {
             tx.execute("DELETE FROM activity_totals", [])?;
             tx.execute("DELETE FROM activity_history", [])?;
+            tx.execute("DELETE FROM errors", [])?;
         }
         insert_event(
             &tx,
@@ -961,6 +1009,55 @@ pub fn read_events(db: &Arc<DbStats>) -> Option<Result<Vec<EventRecord>, String>
         Err(e) => return Some(Err(format!("{}: {e}", path.display()))),
     };
     v.extend(db.events.peek());
+    Some(Ok(v))
+}
+
+/// Failed statements of every process (the store) plus this process's not
+/// yet flushed, oldest first. None when the database has no store yet.
+pub fn read_errors(db: &Arc<DbStats>) -> Option<Result<Vec<ErrorRecord>, String>> {
+    let mut st = lock(&db.store);
+    let path = resolve_path(&db.path, st.configured.as_deref())?;
+    if !path.exists() && st.conn.is_none() {
+        return None;
+    }
+    let r = internal(|| -> rusqlite::Result<Vec<ErrorRecord>> {
+        let conn = st.conn(&path)?;
+        let mut stmt = conn.prepare(
+            "SELECT at, database, fingerprint, query, kind, phase, code, extended_code, message, sample
+               FROM errors ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let at: String = r.get(0)?;
+            let phase: Option<String> = r.get(5)?;
+            Ok(ErrorRecord {
+                at_unix_ms: clock::parse_instant(&at).unwrap_or(0),
+                database: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                fingerprint: r
+                    .get::<_, Option<String>>(2)?
+                    .and_then(|f| u64::from_str_radix(&f, 16).ok()),
+                query: r.get(3)?,
+                kind: r
+                    .get::<_, Option<String>>(4)?
+                    .as_deref()
+                    .and_then(crate::classify::Kind::from_str),
+                phase: if phase.as_deref() == Some("prepare") {
+                    "prepare"
+                } else {
+                    "step"
+                },
+                code: r.get::<_, Option<i64>>(6)?.unwrap_or(0) as i32,
+                extended_code: r.get::<_, Option<i64>>(7)?.unwrap_or(0) as i32,
+                message: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                sample: r.get(9)?,
+            })
+        })?;
+        rows.collect()
+    });
+    let mut v = match r {
+        Ok(v) => v,
+        Err(e) => return Some(Err(format!("{}: {e}", path.display()))),
+    };
+    v.extend(lock(&db.errors_pending).iter().cloned());
     Some(Ok(v))
 }
 

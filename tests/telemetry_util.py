@@ -50,6 +50,7 @@ for phase in A.get("phases", [["mixed", 5]]):
         n += 1
         if n % 20 == 0 and stdin_closed():
             stopped = True
+            n -= 1  # this iteration did not run
             break
         if kind in ("mixed", "errors"):
             con.execute("INSERT INTO items(name, qty) VALUES (?, ?)", ("item%d" % n, n % 7))

@@ -95,6 +95,13 @@ emit({"tables": tables, "dbs": dbs, "truth": truth(con),
     return run_py(code, args=args)
 
 
+def iso_ms(s):
+    """Unix ms of an ISO-8601 UTC instant as the extension writes them."""
+    from datetime import datetime, timezone
+    d = datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return int(round(d.timestamp() * 1000))
+
+
 def by_name(tables, schema="main"):
     return {t["name"]: t for t in tables if t["schema"] == schema}
 
@@ -279,9 +286,12 @@ def test_without_dbstat_counts_and_estimates(run_py, tmp_path):
 con = sqlite3.connect(ARGS["db"], isolation_level=None)
 load(con)
 one(con, "SELECT insights_config('size_dbstat', 0)")
+one(con, "SELECT insights_config('size_refresh_ms', 0)")
 con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k)")
 con.execute("CREATE INDEX t_k ON t(k)")
+con.execute("BEGIN")
 con.executemany("INSERT INTO t(k) VALUES (?)", [(i % 10,) for i in range(3000)])
+con.execute("COMMIT")
 before = dicts(con, ["name", "pages", "rows", "rows_method"], "insights_tables", "schema = 'main'")
 con.execute("ANALYZE")
 one(con, "SELECT insights_size_refresh()")
@@ -454,15 +464,20 @@ emit(dicts(con, ["name", "at", "bytes", "rows", "baseline_at", "bytes_per_day", 
     store.commit()
     r = run_py(take, env=env, args={"db": db, "w": 7})
     t = next(x for x in r if x["name"] == "t")
-    (now_latest, now_bytes, now_rows) = store.execute(
-        "SELECT at_ms, bytes, rows FROM size_samples WHERE name = 't' ORDER BY at_ms DESC LIMIT 1").fetchone()
+    now_latest = iso_ms(t["at"])
+    (now_bytes, now_rows) = store.execute(
+        "SELECT bytes, rows FROM size_samples WHERE name = 't' AND at_ms = ?", (now_latest,)).fetchone()
+    assert iso_ms(t["baseline_at"]) == latest - 3 * day
     days = (now_latest - (latest - 3 * day)) / day
     assert t["bytes_per_day"] == pytest.approx((now_bytes - (tbytes - (1 << 20))) / days, rel=1e-9)
     assert t["rows_per_day"] == pytest.approx((now_rows - (trows - 600)) / days, rel=1e-9)
     # a 30-day window reaches the 10-day-old sample
     r30 = run_py(take, env=env, args={"db": db, "w": 30})
     t30 = next(x for x in r30 if x["name"] == "t")
-    assert t30["rows_per_day"] == pytest.approx((now_rows - 1) / ((now_latest - (latest - 10 * day)) / day), rel=1e-9)
+    at30 = iso_ms(t30["at"])
+    (rows30,) = store.execute("SELECT rows FROM size_samples WHERE name = 't' AND at_ms = ?", (at30,)).fetchone()
+    assert iso_ms(t30["baseline_at"]) == latest - 10 * day
+    assert t30["rows_per_day"] == pytest.approx((rows30 - 1) / ((at30 - (latest - 10 * day)) / day), rel=1e-9)
     # thinning: older than 2 days keeps the first sample of each hour, older
     # than 30 days the first of each day
     fine = store.execute("SELECT count(*) FROM size_samples WHERE name = '' AND at_ms > ? AND at_ms < ?",

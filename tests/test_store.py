@@ -370,3 +370,37 @@ emit(one(con, "SELECT insights_config('store_path')"))
         args={"db": db},
     )
     assert got == "off"
+
+
+def test_failures_of_other_processes_are_in_insights_errors(run_py, preload_env, tmp_path):
+    db = str(tmp_path / "errs.db")
+    run_py(
+        """
+con = sqlite3.connect(ARGS["db"], isolation_level=None)
+load(con)
+con.execute("CREATE TABLE t(v UNIQUE)")
+con.execute("INSERT INTO t VALUES (1)")
+for _ in range(2):
+    try:
+        con.execute("INSERT INTO t VALUES (1)")
+    except sqlite3.IntegrityError:
+        pass
+con.close()
+emit("ok")
+""",
+        env=preload_env,
+        args={"db": db},
+    )
+    got = run_py(
+        """
+con = sqlite3.connect(ARGS["db"])
+load(con)
+emit({"all": rows(con, "SELECT query, phase, extended_code, message FROM insights_errors"),
+      "mine": rows(con, "SELECT count(*) FROM insights_errors WHERE scope = 'process'"),
+      "q": rows(con, "SELECT calls, errors, last_error FROM insights_queries WHERE query = 'INSERT INTO t VALUES (?)'")})
+""",
+        args={"db": db},
+    )
+    assert got["all"] == [["INSERT INTO t VALUES (?)", "step", 2067, "UNIQUE constraint failed: t.v"]] * 2
+    assert got["mine"] == [[0]]
+    assert got["q"] == [[3, 2, "UNIQUE constraint failed: t.v"]]
