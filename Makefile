@@ -9,7 +9,7 @@ SQLITE3    ?= sqlite3
 DEBUG_SO   := target/debug/libsqlite_insights.so
 RELEASE_SO := target/release/libsqlite_insights.so
 
-.PHONY: all loadable loadable-release demo test unit sqltest pytest rusthost inventory bench lint fmt clean venv
+.PHONY: all loadable loadable-release exporter demo test unit sqltest pytest rusthost inventory bench lint fmt clean venv
 
 all: loadable
 
@@ -22,6 +22,10 @@ loadable:
 loadable-release:
 	$(CARGO) build --lib --release
 	mkdir -p dist && cp $(RELEASE_SO) dist/.insights0.so.tmp && mv -f dist/.insights0.so.tmp dist/insights0.so
+
+# The standalone exporter (serves /metrics from the stores of databases).
+exporter:
+	$(CARGO) build --release --manifest-path exporter/Cargo.toml
 
 $(VENV)/.ok: tests/requirements.txt
 	$(PY) -m venv $(VENV)
@@ -39,7 +43,7 @@ unit:
 sqltest: loadable
 	bash sql/run.sh
 
-pytest: loadable venv
+pytest: loadable venv exporter
 	$(VENV)/bin/python -m pytest -q tests
 
 rusthost: loadable
@@ -50,6 +54,7 @@ test: unit sqltest pytest rusthost lint
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy -q --lib --tests -- -D warnings
+	cd exporter && $(CARGO) fmt --check && $(CARGO) clippy -q -- -D warnings
 
 bench: loadable-release
 	cd tests/rust_host && $(CARGO) run -q --release --bin bench
@@ -58,4 +63,4 @@ fmt:
 	$(CARGO) fmt
 
 clean:
-	rm -rf target dist $(VENV) tests/rust_host/target
+	rm -rf target dist $(VENV) tests/rust_host/target exporter/target

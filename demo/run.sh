@@ -58,5 +58,50 @@ SELECT json_extract(insights_debug(), '$.version') AS version,
 SQL
 } > "$sql"
 
-echo "workload: $(grep -c ';' "$sql") statements against $db"
+echo "workload: $(grep -c ';' "$sql") statements against $db (sqlite3 shell)"
 "$SQLITE3" "$db" < "$sql"
+
+# A second host on the same database: Debian's python3 with the extension
+# preloaded (zero-code mode, which also captures failed statements). Its
+# counts and failures reach the store next to the database, so the shell
+# below sees both processes.
+LD_PRELOAD="$PWD/dist/insights0.so" SQLITE_INSIGHTS_AUTOLOAD=1 /usr/bin/python3 - "$db" <<'PY'
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("SELECT insights_tag('app', 'billing-worker')")
+for i in range(200):
+    con.execute("SELECT total_cents FROM orders WHERE id = ?", (i + 1,)).fetchall()
+for i in range(5):
+    try:  # duplicate e-mail: a UNIQUE violation the worker retries
+        con.execute("INSERT INTO users(email, country) VALUES ('user1@example.com', 'DE')")
+    except sqlite3.IntegrityError:
+        pass
+try:
+    con.execute("SELEC broken")
+except sqlite3.OperationalError:
+    pass
+con.execute("PRAGMA user_version = 2")
+con.close()
+print("python worker: 200 selects, 5 failed inserts, 1 syntax error (LD_PRELOAD)")
+PY
+
+"$SQLITE3" "$db" <<'SQL'
+.load dist/insights0
+.headers on
+.mode box
+SELECT '== all processes: top queries by total time ==' AS insights;
+SELECT kind, substr(query, 1, 58) AS query, calls, errors, round(total_ms, 2) AS total_ms,
+       round(p50_ms, 3) AS p50_ms, round(p99_ms, 3) AS p99_ms, rows_returned, fullscan_steps
+  FROM insights_queries WHERE query NOT LIKE '%insights%'
+ ORDER BY total_ms DESC LIMIT 8;
+SELECT '== failures (any process) ==' AS insights;
+SELECT phase, code_name, message, substr(query, 1, 50) AS query, count(*) AS n
+  FROM insights_errors GROUP BY 1, 2, 3, 4 ORDER BY n DESC;
+SELECT '== queries per minute (history) ==' AS insights;
+SELECT bucket_start, kind, calls, round(p99_ms, 3) AS p99_ms FROM insights_history
+ WHERE resolution = 'minute' AND fingerprint IS NULL ORDER BY bucket_start, kind;
+SELECT '== activity by tag ==' AS insights;
+SELECT key, value, calls, errors, round(total_ms, 2) AS total_ms FROM insights_activity ORDER BY total_ms DESC;
+SELECT '== events ==' AS insights;
+SELECT at, kind, object, detail, schema_version_after FROM insights_events ORDER BY at;
+SQL

@@ -557,7 +557,7 @@ pub fn is_file_db(db: &str) -> bool {
 /// when their -shm is missing, read-only when the file is not writable).
 pub fn with_db<T>(db: &str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     store::internal(|| {
-        let base = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let base = OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(db, base | OpenFlags::SQLITE_OPEN_READ_WRITE)
             .or_else(|_| {
                 Connection::open_with_flags(db, base | OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -1045,12 +1045,21 @@ pub fn rows_for(db: &Arc<DbStats>, now: i64) -> Vec<SyncRow> {
         .collect()
 }
 
-/// Every database's rows (what `insights_sync` shows; for exporters).
+/// Databases whose sync status is read: those this process has open (a
+/// closed database's files are never touched by a scan or the sampler).
+fn watched(db: &DbStats) -> bool {
+    !db.path.ends_with(store::STORE_SUFFIX) && db.connections_open.load(Ordering::Relaxed) > 0
+}
+
+/// Every open database's rows: what `insights_sync` shows, and what
+/// exporters use (`crate::sync::sync_rows()`; it reads files next to each
+/// database, opens a short-lived connection per database and may fetch a
+/// libSQL primary's metrics page, cached for a second).
 pub fn sync_rows() -> Vec<SyncRow> {
     let now = clock::unix_ms_now();
     let mut out = Vec::new();
     for db in registry().databases() {
-        if db.path.ends_with(store::STORE_SUFFIX) {
+        if !watched(&db) {
             continue;
         }
         out.extend(rows_for(&db, now));
@@ -1071,7 +1080,7 @@ pub fn sample_round() {
     let round = SAMPLE_ROUNDS.fetch_add(1, Ordering::Relaxed);
     let keep_ms = config::get(Key::RetentionMinuteDays) * 86_400_000;
     for db in registry().databases() {
-        if db.path.ends_with(store::STORE_SUFFIX) || store::store_path(&db).is_none() {
+        if !watched(&db) || store::store_path(&db).is_none() {
             continue;
         }
         let rows = rows_for(&db, now);

@@ -267,7 +267,7 @@ emit({"all": allrows, "after": after, "none": none})
     con = sqlite3.connect(db_path + ".insights")
     n = con.execute("SELECT count(*) FROM sync_history WHERE peer = 'p1'").fetchone()[0]
     con.close()
-    assert n == len(statuses)
+    assert n >= len(statuses)  # (the exiting process may sample once more)
 
 
 def test_memory_databases_and_no_engines_show_nothing(run_py):
