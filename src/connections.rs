@@ -154,9 +154,6 @@ fn failures_of(path: &str) -> Arc<Failures> {
         .clone()
 }
 
-/// Failed opens whose database could not be told from the log line.
-pub static OPEN_FAILURES_UNKNOWN: AtomicU64 = AtomicU64::new(0);
-
 /// Error path of capture: a statement of `db` failed with `code` (extended
 /// or primary). Counts SQLITE_BUSY and SQLITE_LOCKED; cold path only.
 pub fn note_failure(db: &DbStats, code: c_int) {
@@ -171,22 +168,50 @@ pub fn note_failure(db: &DbStats, code: c_int) {
     }
 }
 
-/// Error log: a SQLITE_CANTOPEN line. `line` is the log message; the path is
-/// taken from `open(<path>)` / `cannot open file ... <path>` when present.
+/// Error log: a SQLITE_CANTOPEN line (call only for lines logged on a
+/// user's thread; the caller keeps processing the line). SQLite logs two
+/// lines per failed open on unix: `cannot open file at line N of [...]` and
+/// `os_unix.c:N: (errno) open(<path>) - <reason>`; only the second is
+/// counted, for `<path>` (a `-journal`, `-wal` or `-shm` file counts for its
+/// database). Other lines (e.g. the statement abort of a failed ATTACH) are
+/// ignored: they repeat a failure the unix line already counted.
 pub fn note_open_failure(line: &str) {
-    let path = line
-        .find("open(")
-        .map(|i| &line[i + 5..])
-        .and_then(|r| r.find(')').map(|j| &r[..j]))
+    let Some(at) = line.find(") open(") else {
+        return;
+    };
+    let rest = &line[at + 7..];
+    let path = rest
+        .rfind(") - ")
+        .or_else(|| rest.rfind(')'))
+        .map(|j| &rest[..j])
         .filter(|p| !p.is_empty());
-    match path {
-        Some(p) => {
-            failures_of(p).open_failures.fetch_add(1, Ordering::Relaxed);
-        }
-        None => {
-            OPEN_FAILURES_UNKNOWN.fetch_add(1, Ordering::Relaxed);
-        }
+    if let Some(p) = path {
+        let db = ["-journal", "-wal", "-shm"]
+            .iter()
+            .find_map(|s| p.strip_suffix(s))
+            .unwrap_or(p);
+        failures_of(db)
+            .open_failures
+            .fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Paths with failed opens that are not monitored databases (never opened
+/// successfully in this process), with their counts.
+pub fn unmonitored_open_failures() -> Vec<(String, u64)> {
+    let known: std::collections::HashSet<String> = registry()
+        .databases()
+        .iter()
+        .map(|d| d.path.clone())
+        .collect();
+    let mut v: Vec<(String, u64)> = lock(failures())
+        .iter()
+        .filter(|(p, _)| !known.contains(*p))
+        .map(|(p, f)| (p.clone(), f.open_failures.load(Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    v.sort();
+    v
 }
 
 /// Process counters of a database now: (busy, locked, open_failures).
@@ -785,15 +810,15 @@ mod tests {
 
     #[test]
     fn open_failure_path_parsing() {
-        note_open_failure("os_unix.c:45000: (2) open(/nope/x.db) - No such file or directory");
-        assert_eq!(
-            failures_of("/nope/x.db")
-                .open_failures
-                .load(Ordering::Relaxed),
-            1
-        );
-        let before = OPEN_FAILURES_UNKNOWN.load(Ordering::Relaxed);
         note_open_failure("cannot open file at line 1 of [abc]");
-        assert_eq!(OPEN_FAILURES_UNKNOWN.load(Ordering::Relaxed), before + 1);
+        note_open_failure("os_unix.c:45000: (2) open(/nope/x.db) - No such file or directory");
+        note_open_failure("os_unix.c:45000: (13) open(/nope/x.db-journal) - Permission denied");
+        note_open_failure("os_unix.c:45000: (2) open(/a (b)/y.db) - ");
+        note_open_failure(
+            "statement aborts at 4: [ATTACH ? AS x] unable to open database: /nope/x.db",
+        );
+        let n = |p: &str| failures_of(p).open_failures.load(Ordering::Relaxed);
+        assert_eq!(n("/nope/x.db"), 2);
+        assert_eq!(n("/a (b)/y.db"), 1);
     }
 }

@@ -17,6 +17,8 @@
 //!   row per bucket and database: `connections_peak` = highest total seen in
 //!   the bucket, `processes` = most processes, counters = amounts within it.
 //! - Databases without a store show this process only.
+//! - Failed opens (seen through the error log) of paths that never opened
+//!   in this process get a `scope = 'all'` row of their own.
 
 use crate::clock;
 use crate::connections::{self, ProcRow};
@@ -180,6 +182,16 @@ impl Source for Connections {
                 Value::Null,
             ]);
             out.extend(rows);
+        }
+        if resolution.is_none() {
+            // failed opens of paths that never opened here: visible too
+            for (path, n) in connections::unmonitored_open_failures() {
+                let mut r = vec![text(path), text("all")];
+                r.extend(std::iter::repeat_n(Value::Null, 5));
+                r.extend([i(0), i(0), i(0), i(0), i(0), i(0), i(0), i(n as i64)]);
+                r.extend([Value::Null, Value::Null]);
+                out.push(r);
+            }
         }
         Ok(out)
     }

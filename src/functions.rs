@@ -200,9 +200,10 @@ pub fn register(conn: &Connection) -> Result<()> {
         }
         let def = config::lookup(name).ok_or_else(|| {
             err(format!(
-                "insights_config: unknown key '{}' (known: {})",
+                "insights_config: unknown key '{}' (known: {}, {STORE_PATH_KEY}, {})",
                 crate::registry::truncate(name, 64),
-                config::known_names()
+                config::known_names(),
+                crate::sync::TEXT_KEYS.join(", ")
             ))
         })?;
         if ctx.len() == 2 {

@@ -237,37 +237,46 @@ const fn pack(w: &[u8]) -> u128 {
     k
 }
 
-/// Packed first 16 bytes of each keyword (the lookup compares against these).
-static KW_KEYS: [u128; KEYWORDS.len()] = {
-    let mut t = [0u128; KEYWORDS.len()];
+/// `KW_KEYS[id + 1]` = first 16 bytes of keyword `id`, packed; entry 0 (the
+/// empty hash slot) can never equal a lookup key (those have bit 0x20 clear).
+static KW_KEYS: [u128; KEYWORDS.len() + 1] = {
+    let mut t = [u128::MAX; KEYWORDS.len() + 1];
     let mut i = 0;
     while i < KEYWORDS.len() {
-        t[i] = pack(KEYWORDS[i].as_bytes());
+        t[i + 1] = pack(KEYWORDS[i].as_bytes());
         i += 1;
     }
     t
 };
 
-/// Slots in the keyword hash table (a power of two, load factor ~0.3).
-const KW_TABLE_BITS: u32 = 9;
+/// `KW_LEN[id + 1]` = length of keyword `id` (0 for the empty slot).
+static KW_LEN: [u8; KEYWORDS.len() + 1] = {
+    let mut t = [0u8; KEYWORDS.len() + 1];
+    let mut i = 0;
+    while i < KEYWORDS.len() {
+        t[i + 1] = KEYWORDS[i].len() as u8;
+        i += 1;
+    }
+    t
+};
 
+/// Slots in the keyword hash table (a power of two).
+const KW_TABLE_BITS: u32 = 10;
+
+/// Perfect hash of the packed keywords into KW_TABLE (the multiplier was
+/// searched for; building KW_TABLE fails to compile on any collision).
 const fn kw_hash(key: u128) -> usize {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let lo = key as u64;
-    let hi = (key >> 64) as u64;
-    ((lo ^ hi.wrapping_mul(K)).wrapping_mul(K) >> (64 - KW_TABLE_BITS)) as usize
+    let x = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
+    (x.wrapping_mul(0x566f_709c_e966_a221) >> (64 - KW_TABLE_BITS)) as usize
 }
 
-/// Open-addressing hash table (linear probing) of index into KEYWORDS + 1;
-/// 0 marks an empty slot. Built at compile time.
+/// Collision-free hash table: slot -> index into KEYWORDS + 1, 0 when empty.
 static KW_TABLE: [u8; 1 << KW_TABLE_BITS] = {
     let mut t = [0u8; 1 << KW_TABLE_BITS];
     let mut i = 0;
     while i < KEYWORDS.len() {
-        let mut slot = kw_hash(pack(KEYWORDS[i].as_bytes()));
-        while t[slot] != 0 {
-            slot = (slot + 1) & ((1 << KW_TABLE_BITS) - 1);
-        }
+        let slot = kw_hash(pack(KEYWORDS[i].as_bytes()));
+        assert!(t[slot] == 0, "keyword hash collision");
         t[slot] = i as u8 + 1;
         i += 1;
     }
@@ -303,6 +312,8 @@ const F_CALLABLE: u8 = 2;
 const F_IN: u8 = 4;
 /// The keyword VALUES.
 const F_VALUES: u8 = 8;
+/// A literal or anonymous `?`: an item of a collapsible IN list.
+const F_ITEM: u8 = 16;
 
 /// `F_*` flags of each keyword.
 static KW_FLAGS: [u8; KEYWORDS.len()] = {
@@ -320,62 +331,64 @@ static KW_FLAGS: [u8; KEYWORDS.len()] = {
     t
 };
 
-/// 16 bytes of `s` from `i` as a little-endian integer (0 bytes past the end).
-#[inline]
+/// 16 bytes of `s` from `i` as a little-endian integer; the bytes past the end
+/// of `s` are unspecified (callers mask them off).
+#[inline(always)]
 fn load16(s: &[u8], i: usize) -> u128 {
-    match s.get(i..i.wrapping_add(16)) {
-        Some(&[b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15]) => {
-            u128::from_le_bytes([
-                b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15,
-            ])
-        }
-        _ => {
-            let tail = s.get(i..).unwrap_or(&[]);
-            let mut k = 0u128;
-            for (j, &b) in tail.iter().take(16).enumerate() {
-                k |= (b as u128) << (8 * j);
-            }
-            k
+    if let Some(chunk) = s.get(i..i.wrapping_add(16)) {
+        if let Ok(a) = <[u8; 16]>::try_from(chunk) {
+            return u128::from_le_bytes(a);
         }
     }
+    load16_tail(s, i)
 }
 
-/// The keyword `s[start..start + len]` spells (case-insensitive), if any:
-/// its index in KEYWORDS and its first 16 uppercase bytes, packed.
-#[inline]
-fn keyword_at(s: &[u8], start: usize, len: usize) -> Option<(u8, u128)> {
+#[cold]
+fn load16_tail(s: &[u8], i: usize) -> u128 {
+    let n = s.len();
+    if n >= 16 && i < n {
+        // The last 16 bytes, shifted so that `s[i]` comes first.
+        let last = load16(s, n - 16);
+        return last >> (8 * (i + 16 - n));
+    }
+    let mut a = [0u8; 16];
+    let tail = s.get(i..).unwrap_or(&[]);
+    let m = tail.len().min(16);
+    a[..m].copy_from_slice(&tail[..m]);
+    u128::from_le_bytes(a)
+}
+
+/// The keyword spelled (case-insensitively) by the `len`-byte word at the start
+/// of `s` (`w` = its first 16 bytes, as loaded by `load16`): its index in
+/// KEYWORDS and its first 16 bytes in uppercase.
+#[inline(always)]
+fn keyword_at(s: &[u8], w: u128, len: usize) -> Option<(u8, u128)> {
     if !(2..=MAX_KEYWORD_LEN).contains(&len) {
         return None;
     }
-    let mut key = load16(s, start);
+    let mut key = w;
     if len < 16 {
         key &= (1u128 << (8 * len)) - 1;
     }
     // Clearing bit 0x20 upper-cases letters and keeps `_`; it maps digits and
     // `$` to bytes no keyword has, so they still cannot match.
     key &= u128::from_le_bytes([0xDF; 16]);
-    let mut slot = kw_hash(key);
-    let id = loop {
-        let id = KW_TABLE[slot];
-        if id == 0 {
-            return None;
-        }
-        let id = id - 1;
-        if KW_KEYS[id as usize] == key {
-            break id;
-        }
-        slot = (slot + 1) & ((1 << KW_TABLE_BITS) - 1);
-    };
-    let kw = KEYWORDS[id as usize].as_bytes();
-    let ok = kw.len() == len
-        && (len <= 16 || s.get(start + 16).map(u8::to_ascii_uppercase) == kw.get(16).copied());
-    ok.then_some((id, key))
+    let slot = KW_TABLE[kw_hash(key)] as usize;
+    if KW_KEYS[slot] != key || KW_LEN[slot] as usize != len {
+        return None;
+    }
+    let id = slot - 1;
+    if len > 16 && s.get(16).map(u8::to_ascii_uppercase) != KEYWORDS[id].as_bytes().get(16).copied()
+    {
+        return None;
+    }
+    Some((id as u8, key))
 }
 
 /// The index in KEYWORDS of the keyword `word` spells (case-insensitive), if any.
 #[cfg(test)]
 fn keyword(word: &[u8]) -> Option<u8> {
-    keyword_at(word, 0, word.len()).map(|(id, _)| id)
+    keyword_at(word, load16(word, 0), word.len()).map(|(id, _)| id)
 }
 
 // Byte classes.
@@ -417,29 +430,34 @@ const fn build_classes() -> [u8; 256] {
     t
 }
 
-#[inline]
+#[inline(always)]
 fn class(b: u8) -> u8 {
     CLASS[b as usize]
 }
 
-#[inline]
+#[inline(always)]
 fn is_id(b: u8) -> bool {
     class(b) & C_ID != 0
 }
 
-#[inline]
+#[inline(always)]
 fn is_digit(b: u8) -> bool {
     class(b) & C_DIGIT != 0
 }
 
-#[inline]
+#[inline(always)]
 fn at(s: &[u8], i: usize) -> u8 {
     // 0 past the end: no class bit set and matches no punctuation below.
-    if i < s.len() {
-        s[i]
-    } else {
-        0
+    match s.get(i) {
+        Some(&b) => b,
+        None => 0,
     }
+}
+
+/// Length of the run of identifier bytes at the start of `s`.
+#[inline(always)]
+fn id_len(s: &[u8]) -> usize {
+    s.iter().position(|&b| !is_id(b)).unwrap_or(s.len())
 }
 
 // What the first byte of a token says (`KIND`).
@@ -456,6 +474,9 @@ const K_VAR: u8 = 9; // : @ $ #
 const K_MINUS: u8 = 10;
 const K_SLASH: u8 = 11;
 const K_DOT: u8 = 12;
+const K_OPEN: u8 = 13; // (
+const K_CLOSE: u8 = 14; // )
+const K_COMMA: u8 = 15; // ,
 
 static KIND: [u8; 256] = {
     let mut t = [K_PUNCT; 256];
@@ -487,6 +508,9 @@ static KIND: [u8; 256] = {
     t[b'-' as usize] = K_MINUS;
     t[b'/' as usize] = K_SLASH;
     t[b'.' as usize] = K_DOT;
+    t[b'(' as usize] = K_OPEN;
+    t[b')' as usize] = K_CLOSE;
+    t[b',' as usize] = K_COMMA;
     t
 };
 
@@ -501,19 +525,10 @@ enum Values {
     After,
 }
 
-/// How a token counts for IN-list collapsing.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum InRole {
-    /// Literal or anonymous `?`: a collapsible item.
-    Item,
-    /// Anything else that is not `,` / `(` / `)` (those are told by `p`).
-    Other,
-}
-
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-#[inline]
+#[inline(always)]
 fn fnv_update(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= b as u64;
@@ -522,13 +537,25 @@ fn fnv_update(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// Room the token writers may use past `Out::len` without checking: a space
+/// and a 16-byte block, plus the IN-list `(?)`.
+const ROOM: usize = 32;
+
 /// Output builder: spacing rules, the IN / VALUES collapsing state and the
 /// incremental fingerprint.
 struct Out {
+    /// Zero-filled; `buf[..len]` is the output, and `buf.len() >= len + ROOM`
+    /// holds at the start of every token.
     buf: Vec<u8>,
+    len: usize,
+    /// No space before the next token (start of text, after `(` `.` `~` or a
+    /// unary sign).
     no_space_after: bool,
     /// `F_*` flags of the previous token.
     flags: u8,
+    /// An IN list or VALUES rows are being collapsed: output past
+    /// `in_start` / `values_prev` may still be cut back.
+    special: bool,
     /// Position of the `(` of an IN list that is still collapsible.
     in_start: Option<usize>,
     in_items: u32,
@@ -541,11 +568,18 @@ struct Out {
 }
 
 impl Out {
-    fn new(cap: usize) -> Out {
+    fn new(input_len: usize) -> Out {
+        // The output is at most 2x the input (one space per token); big
+        // inputs grow the buffer as needed instead of reserving it all.
+        let cap = input_len.saturating_mul(2).min(1 << 20) + ROOM;
+        let mut buf = Vec::with_capacity(cap);
+        buf.resize(cap, 0);
         Out {
-            buf: Vec::with_capacity(cap),
-            no_space_after: false,
+            buf,
+            len: 0,
+            no_space_after: true,
             flags: 0,
+            special: false,
             in_start: None,
             in_items: 0,
             values: Values::Off,
@@ -556,83 +590,95 @@ impl Out {
         }
     }
 
-    /// Hash the output written so far, up to where collapsing may cut back.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, need: usize) {
+        let want = self
+            .len
+            .saturating_add(need)
+            .max(self.buf.len().saturating_mul(2));
+        self.buf.resize(want, 0);
+    }
+
+    /// Start a token: hash the output so far (one token behind the writer,
+    /// and not while collapsing may cut it back), make room and write the
+    /// separating space. Returns the token's position.
     #[inline(always)]
-    fn advance_hash(&mut self) {
-        let mut end = self.buf.len();
-        if let Some(start) = self.in_start {
-            end = end.min(start);
-        }
-        if self.values != Values::Off {
-            if let Some((_, prev_end)) = self.values_prev {
-                end = end.min(prev_end);
+    fn begin(&mut self, no_space_before: bool) -> usize {
+        if !self.special {
+            if let Some(done) = self.buf.get(self.hashed..self.len) {
+                self.hash = fnv_update(self.hash, done);
             }
+            self.hashed = self.len;
         }
-        if let Some(chunk) = self.buf.get(self.hashed..end) {
-            self.hash = fnv_update(self.hash, chunk);
-            self.hashed = end;
+        if self.buf.len() - self.len < ROOM {
+            self.grow(ROOM);
         }
+        if let Some(b) = self.buf.get_mut(self.len) {
+            *b = b' ';
+        }
+        self.len += !(self.no_space_after | no_space_before) as usize;
+        self.len
     }
 
-    /// Write the separating space (if any) for a token; `p` is the token's
-    /// byte when it is one-byte punctuation, else 0. Returns the token's position.
+    /// Write the first `len` (<= 16) bytes of `block` (room is made by `begin`).
     #[inline(always)]
-    fn begin(&mut self, p: u8) -> usize {
-        self.advance_hash();
-        let no_space_before =
-            matches!(p, b')' | b',' | b'.' | b';') || (p == b'(' && self.flags & F_CALLABLE != 0);
-        if !self.no_space_after && !no_space_before && !self.buf.is_empty() {
-            self.buf.push(b' ');
+    fn put16(&mut self, block: u128, len: usize) {
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + 16) {
+            dst.copy_from_slice(&block.to_le_bytes());
         }
-        self.buf.len()
+        self.len += len;
     }
 
-    /// Append `text`; short texts with 16 readable bytes behind them in `src`
-    /// (`text == src[from..from + len]`) go as one fixed-size copy.
     #[inline(always)]
-    fn write_from(&mut self, src: &[u8], from: usize, len: usize) {
-        if len <= 16 {
-            if let Some(chunk) = src.get(from..from.wrapping_add(16)) {
-                let at = self.buf.len();
-                self.buf.extend_from_slice(chunk);
-                self.buf.truncate(at + len);
-                return;
-            }
+    fn put1(&mut self, b: u8) {
+        if let Some(dst) = self.buf.get_mut(self.len) {
+            *dst = b;
         }
-        if let Some(text) = src.get(from..from.wrapping_add(len)) {
-            self.buf.extend_from_slice(text);
-        }
+        self.len += 1;
     }
 
-    /// Finish a token: collapsing state machines and the flags.
+    /// Write any text (makes room).
+    #[inline(never)]
+    fn put_slice(&mut self, text: &[u8]) {
+        if self.buf.len() - self.len < text.len() + ROOM {
+            self.grow(text.len() + ROOM);
+        }
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + text.len()) {
+            dst.copy_from_slice(text);
+        }
+        self.len += text.len();
+    }
+
+    /// Finish a token: `p` is its byte when it is one-byte punctuation, else 0.
     #[inline(always)]
-    fn end(&mut self, pos: usize, p: u8, role: InRole, flags: u8) {
-        self.no_space_after = matches!(p, b'(' | b'.' | b'~');
-        if self.in_start.is_some()
-            || self.values != Values::Off
-            || (self.flags | flags) & (F_IN | F_VALUES) != 0
-        {
-            self.collapse(pos, p, role, flags);
+    fn end(&mut self, pos: usize, p: u8, no_space_after: bool, flags: u8) {
+        self.no_space_after = no_space_after;
+        if self.special || (flags & F_VALUES) | (self.flags & F_IN) != 0 {
+            self.collapse(pos, p, flags);
         }
         self.flags = flags;
     }
 
     /// The IN-list and VALUES collapsing state machines.
     #[inline(never)]
-    fn collapse(&mut self, pos: usize, p: u8, role: InRole, flags: u8) {
+    fn collapse(&mut self, pos: usize, p: u8, flags: u8) {
         let is_open = p == b'(';
         let is_close = p == b')';
         let is_comma = p == b',';
 
         // IN-list collapse.
         if let Some(start) = self.in_start {
-            if role == InRole::Item {
+            if flags & F_ITEM != 0 {
                 self.in_items += 1;
             } else if is_comma {
             } else if is_close {
                 if self.in_items > 0 {
-                    self.buf.truncate(start);
-                    self.buf.extend_from_slice(b"(?)");
+                    // `begin` left room for it; the list was at least `(?)`.
+                    if let Some(dst) = self.buf.get_mut(start..start + 3) {
+                        dst.copy_from_slice(b"(?)");
+                        self.len = start + 3;
+                    }
                 }
                 self.in_start = None;
             } else {
@@ -666,12 +712,12 @@ impl Out {
                     if depth > 1 {
                         self.values = Values::Group(depth - 1);
                     } else {
-                        let cur = (self.values_cur, self.buf.len());
+                        let cur = (self.values_cur, self.len);
                         match self.values_prev {
                             Some(prev)
                                 if self.buf.get(prev.0..prev.1) == self.buf.get(cur.0..cur.1) =>
                             {
-                                self.buf.truncate(prev.1);
+                                self.len = prev.1;
                             }
                             _ => self.values_prev = Some(cur),
                         }
@@ -687,56 +733,80 @@ impl Out {
                 };
             }
         }
+        self.special = self.in_start.is_some() || self.values != Values::Off;
     }
 
-    /// A literal (`?` in the text).
+    /// A literal (written `?`).
     #[inline(always)]
     fn literal(&mut self) {
-        let pos = self.begin(0);
-        self.buf.push(b'?');
-        self.end(pos, 0, InRole::Item, F_VALUE);
+        let pos = self.begin(false);
+        self.put1(b'?');
+        self.end(pos, 0, false, F_VALUE | F_ITEM);
     }
 
     /// A keyword: `key` holds its first 16 uppercase bytes.
     #[inline(always)]
     fn keyword(&mut self, id: u8, key: u128) {
-        let pos = self.begin(0);
+        let pos = self.begin(false);
         let kw = KEYWORDS[id as usize].as_bytes();
         if kw.len() <= 16 {
-            self.buf.extend_from_slice(&key.to_le_bytes());
-            self.buf.truncate(pos + kw.len());
+            self.put16(key, kw.len());
         } else {
-            self.buf.extend_from_slice(kw);
+            self.put_slice(kw);
         }
-        self.end(pos, 0, InRole::Other, KW_FLAGS[id as usize]);
+        self.end(pos, 0, false, KW_FLAGS[id as usize]);
     }
 
-    /// A token written as in the input, `s[start..end]`.
+    /// A token written as in the input: the first `len` bytes of `s`, whose
+    /// first 16 bytes are `w`.
     #[inline(always)]
-    fn verbatim(&mut self, s: &[u8], start: usize, end: usize, flags: u8) {
-        let pos = self.begin(0);
-        self.write_from(s, start, end - start);
-        self.end(pos, 0, InRole::Other, flags);
+    fn verbatim(&mut self, s: &[u8], w: u128, len: usize, flags: u8) {
+        let pos = self.begin(false);
+        if len <= 16 {
+            self.put16(w, len);
+        } else {
+            self.put_slice(s.get(..len).unwrap_or(s));
+        }
+        self.end(pos, 0, false, flags);
     }
 
     /// One-byte punctuation `p`.
     #[inline(always)]
     fn punct(&mut self, p: u8) {
-        let pos = self.begin(p);
-        self.buf.push(p);
+        let info = PUNCT[p as usize];
+        let callable_open = p == b'(' && self.flags & F_CALLABLE != 0;
+        let pos = self.begin(info & P_NO_SPACE_BEFORE != 0 || callable_open);
+        self.put1(p);
         let flags = if p == b')' { F_VALUE } else { 0 };
-        self.end(pos, p, InRole::Other, flags);
+        self.end(pos, p, info & P_NO_SPACE_AFTER != 0, flags);
     }
 
     /// Write a unary sign that is not folded into a number.
+    #[inline(never)]
     fn unary_sign(&mut self, sign: u8) {
         self.punct(sign);
         self.no_space_after = true;
     }
 }
 
+const P_NO_SPACE_BEFORE: u8 = 1;
+const P_NO_SPACE_AFTER: u8 = 2;
+
+/// Spacing of one-byte punctuation.
+static PUNCT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b')' as usize] = P_NO_SPACE_BEFORE;
+    t[b',' as usize] = P_NO_SPACE_BEFORE;
+    t[b';' as usize] = P_NO_SPACE_BEFORE;
+    t[b'.' as usize] = P_NO_SPACE_BEFORE | P_NO_SPACE_AFTER;
+    t[b'(' as usize] = P_NO_SPACE_AFTER;
+    t[b'~' as usize] = P_NO_SPACE_AFTER;
+    t
+};
+
 /// End of a quoted run starting at `i` (the opening quote) closed by `close`;
 /// a doubled closing quote is an escape when `doubled`. Unterminated: `s.len()`.
+#[inline]
 fn scan_quoted(s: &[u8], i: usize, close: u8, doubled: bool) -> usize {
     let mut j = i + 1;
     loop {
@@ -755,6 +825,7 @@ fn scan_quoted(s: &[u8], i: usize, close: u8, doubled: bool) -> usize {
 }
 
 /// End of a numeric literal starting at `i` (a digit, or `.` before a digit).
+#[inline]
 fn scan_number(s: &[u8], i: usize) -> usize {
     let mut j = i;
     if at(s, i) == b'0' && (at(s, i + 1) | 0x20) == b'x' && class(at(s, i + 2)) & C_HEX != 0 {
@@ -827,18 +898,16 @@ fn scan_variable(s: &[u8], i: usize) -> Option<usize> {
 pub fn normalize(sql: &[u8]) -> Normalized {
     let s = sql;
     let n = s.len();
-    // The output is at most 2x the input (one space per token), plus 16 bytes
-    // of slack for fixed-size copies; big inputs grow the buffer as needed
-    // instead of reserving it all up front.
-    let mut out = Out::new((2 * n).min(1 << 20) + 32);
+    let mut out = Out::new(n);
     let mut tags: Vec<(String, String)> = Vec::new();
-    // A unary sign waits for the next token: folded into a number, else written.
-    let mut pending_sign: Option<u8> = None;
+    // A unary sign waits for the next token: folded into a number, else
+    // written (0: none).
+    let mut pending_sign = 0u8;
     let mut i = 0usize;
 
-    while i < n {
-        let c = s[i];
+    while let Some(&c) = s.get(i) {
         let start = i;
+        let rest = &s[i..];
         match KIND[c as usize] {
             K_SPACE => {
                 i += 1;
@@ -848,74 +917,69 @@ pub fn normalize(sql: &[u8]) -> Normalized {
                 continue;
             }
             K_IDENT => {
-                i += 1;
-                while i < n && is_id(s[i]) {
-                    i += 1;
+                let len = id_len(rest);
+                i += len;
+                if pending_sign != 0 {
+                    out.unary_sign(pending_sign);
+                    pending_sign = 0;
                 }
-                if let Some(p) = pending_sign.take() {
-                    out.unary_sign(p);
-                }
-                match keyword_at(s, start, i - start) {
+                let w = load16(s, start);
+                match keyword_at(rest, w, len) {
                     Some((id, key)) => out.keyword(id, key),
-                    None => out.verbatim(s, start, i, F_VALUE | F_CALLABLE),
+                    None => out.verbatim(rest, w, len, F_VALUE | F_CALLABLE),
                 }
                 continue;
             }
             K_DIGIT => {
                 i = scan_number(s, i);
                 // A pending sign folds into the number.
-                pending_sign = None;
+                pending_sign = 0;
                 out.literal();
                 continue;
             }
             K_DOT if is_digit(at(s, i + 1)) => {
                 i = scan_number(s, i);
-                pending_sign = None;
+                pending_sign = 0;
                 out.literal();
                 continue;
             }
             K_QUOTE => {
                 i = scan_quoted(s, i, b'\'', true);
-                if let Some(p) = pending_sign.take() {
-                    out.unary_sign(p);
+                if pending_sign != 0 {
+                    out.unary_sign(pending_sign);
+                    pending_sign = 0;
                 }
                 out.literal();
                 continue;
             }
             K_X if at(s, i + 1) == b'\'' => {
                 i = scan_quoted(s, i + 1, b'\'', false);
-                if let Some(p) = pending_sign.take() {
-                    out.unary_sign(p);
+                if pending_sign != 0 {
+                    out.unary_sign(pending_sign);
+                    pending_sign = 0;
                 }
                 out.literal();
                 continue;
             }
             K_X => {
-                i += 1;
-                while i < n && is_id(s[i]) {
-                    i += 1;
-                }
-                if let Some(p) = pending_sign.take() {
-                    out.unary_sign(p);
-                }
                 // No keyword starts with X.
-                out.verbatim(s, start, i, F_VALUE | F_CALLABLE);
+                let len = id_len(rest);
+                i += len;
+                if pending_sign != 0 {
+                    out.unary_sign(pending_sign);
+                    pending_sign = 0;
+                }
+                out.verbatim(rest, load16(s, start), len, F_VALUE | F_CALLABLE);
                 continue;
             }
-            K_DQUOTE => {
-                i = scan_quoted(s, i, c, true);
-                if let Some(p) = pending_sign.take() {
-                    out.unary_sign(p);
+            K_DQUOTE | K_BRACKET => {
+                let close = if c == b'[' { b']' } else { c };
+                i = scan_quoted(s, i, close, c != b'[');
+                if pending_sign != 0 {
+                    out.unary_sign(pending_sign);
+                    pending_sign = 0;
                 }
-                out.verbatim(s, start, i, F_VALUE | F_CALLABLE);
-                continue;
-            }
-            K_BRACKET => {
-                i = scan_quoted(s, i, b']', false);
-                if let Some(p) = pending_sign.take() {
-                    out.unary_sign(p);
-                }
-                out.verbatim(s, start, i, F_VALUE | F_CALLABLE);
+                out.verbatim(rest, load16(s, start), i - start, F_VALUE | F_CALLABLE);
                 continue;
             }
             K_QMARK => {
@@ -923,63 +987,54 @@ pub fn normalize(sql: &[u8]) -> Normalized {
                 while is_digit(at(s, i)) {
                     i += 1;
                 }
-                if let Some(p) = pending_sign.take() {
-                    out.unary_sign(p);
+                if pending_sign != 0 {
+                    out.unary_sign(pending_sign);
+                    pending_sign = 0;
                 }
                 if i - start == 1 {
                     // Anonymous parameter: an IN-list item, written as is.
-                    let pos = out.begin(0);
-                    out.buf.push(b'?');
-                    out.end(pos, 0, InRole::Item, F_VALUE);
+                    out.literal();
                 } else {
-                    out.verbatim(s, start, i, F_VALUE);
+                    out.verbatim(rest, load16(s, start), i - start, F_VALUE);
                 }
                 continue;
             }
             K_VAR => {
                 if let Some(end) = scan_variable(s, i) {
                     i = end;
-                    if let Some(p) = pending_sign.take() {
-                        out.unary_sign(p);
+                    if pending_sign != 0 {
+                        out.unary_sign(pending_sign);
+                        pending_sign = 0;
                     }
-                    out.verbatim(s, start, i, F_VALUE);
+                    out.verbatim(rest, load16(s, start), i - start, F_VALUE);
                     continue;
                 }
                 // Otherwise a one-byte punctuation token, below.
             }
             K_MINUS if at(s, i + 1) == b'-' => {
-                i = match s.get(i..).and_then(|t| t.iter().position(|&b| b == b'\n')) {
+                i = match rest.iter().position(|&b| b == b'\n') {
                     Some(k) => i + k + 1,
                     None => n,
                 };
                 continue;
             }
             K_SLASH if at(s, i + 1) == b'*' => {
-                let body = i + 2;
-                let mut j = body;
-                let mut close = None;
-                while let Some(k) = s.get(j..).and_then(|t| t.iter().position(|&b| b == b'*')) {
-                    j += k + 1;
-                    if at(s, j) == b'/' {
-                        close = Some(j - 1);
-                        break;
-                    }
+                i = skip_block_comment(s, i, &mut tags);
+                continue;
+            }
+            K_OPEN | K_CLOSE | K_COMMA => {
+                i += 1;
+                if pending_sign != 0 {
+                    out.unary_sign(pending_sign);
+                    pending_sign = 0;
                 }
-                match close {
-                    Some(end) => {
-                        if let Some(b) = s.get(body..end) {
-                            parse_sqlcommenter(b, &mut tags);
-                        }
-                        i = end + 2;
-                    }
-                    None => i = n,
-                }
+                out.punct(c);
                 continue;
             }
             _ => {}
         }
 
-        // Operators and punctuation.
+        // Operators and other punctuation.
         let c1 = at(s, i + 1);
         let len = match (c, c1) {
             (b'-', b'>') if at(s, i + 2) == b'>' => 3,
@@ -994,31 +1049,34 @@ pub fn normalize(sql: &[u8]) -> Normalized {
         i += len;
         if len == 1 && matches!(c, b'-' | b'+') && out.flags & F_VALUE == 0 {
             // Unary sign.
-            if let Some(p) = pending_sign.take() {
-                out.unary_sign(p);
+            if pending_sign != 0 {
+                out.unary_sign(pending_sign);
             }
-            pending_sign = Some(c);
+            pending_sign = c;
             continue;
         }
-        if let Some(p) = pending_sign.take() {
-            out.unary_sign(p);
+        if pending_sign != 0 {
+            out.unary_sign(pending_sign);
+            pending_sign = 0;
         }
         if len == 1 {
             out.punct(c);
         } else {
-            out.verbatim(s, start, i, 0);
+            out.verbatim(rest, load16(s, start), len, 0);
         }
     }
-    if let Some(p) = pending_sign {
-        out.unary_sign(p);
+    if pending_sign != 0 {
+        out.unary_sign(pending_sign);
     }
 
     let Out {
         mut buf,
+        len,
         mut hash,
         hashed,
         ..
     } = out;
+    buf.truncate(len);
     while matches!(buf.last(), Some(b';' | b' ')) {
         buf.pop();
     }
@@ -1054,6 +1112,24 @@ pub fn normalize(sql: &[u8]) -> Normalized {
         fingerprint,
         tags,
     }
+}
+
+/// Skip the `/* .. */` comment starting at `i`, lifting sqlcommenter tags;
+/// returns the position after it (the end of `s` when unterminated).
+#[inline(never)]
+fn skip_block_comment(s: &[u8], i: usize, tags: &mut Vec<(String, String)>) -> usize {
+    let body = i + 2;
+    let mut j = body;
+    while let Some(k) = s.get(j..).and_then(|t| t.iter().position(|&b| b == b'*')) {
+        j += k + 1;
+        if at(s, j) == b'/' {
+            if let Some(b) = s.get(body..j - 1) {
+                parse_sqlcommenter(b, tags);
+            }
+            return j + 1;
+        }
+    }
+    s.len()
 }
 
 /// Lift `key='value'` pairs from a comment body into `tags` when the whole body

@@ -16,9 +16,12 @@
 //!   `sample_due`/`sample_conn` after a statement (one relaxed load and a
 //!   compare; a real read once per flush round per active connection),
 //!   `conn_closed` at close (its final counters move to the closed totals).
-//!   An idle connection's counters do not change, so its last sample is
-//!   exact. Until capture calls these, only the connection running the
-//!   query is counted (`connections_sampled` says how many were).
+//!   A live connection's figures are those of its first statement after the
+//!   latest flush round it was active in (they lag by at most one flush
+//!   interval of its own activity); the connection running the query is
+//!   sampled at that moment, closed ones exactly at close. Until capture
+//!   calls these, only the connection running the query is counted
+//!   (`connections_sampled` says how many live ones were).
 
 use crate::registry::{lock, DbStats};
 use rusqlite::ffi;
@@ -177,6 +180,7 @@ pub unsafe fn read_db_cache(db: *mut ffi::sqlite3) -> CacheCounters {
 /// Sampled counters of one instrumented connection (owned by capture's
 /// per-connection state).
 pub struct ConnCache {
+    db: usize,
     db_path: String,
     gen: AtomicU64,
     hits: AtomicI64,
@@ -224,9 +228,10 @@ fn conns() -> &'static Mutex<Conns> {
 }
 
 /// At attach: a connection's counters slot (keep it in the connection state).
-pub fn register_conn(db: &DbStats) -> Arc<ConnCache> {
+pub fn register_conn(db: *mut ffi::sqlite3, stats: &DbStats) -> Arc<ConnCache> {
     let c = Arc::new(ConnCache {
-        db_path: db.path.clone(),
+        db: db as usize,
+        db_path: stats.path.clone(),
         gen: AtomicU64::new(0),
         hits: AtomicI64::new(0),
         misses: AtomicI64::new(0),
@@ -270,6 +275,23 @@ pub unsafe fn conn_closed(db: *mut ffi::sqlite3, c: &ConnCache) {
     }
     g.closed.entry(c.db_path.clone()).or_default().add(&last);
     c.store(&CacheCounters::default());
+}
+
+/// Sample the connection running a query of ours now (its own thread, so
+/// its handle is valid): the caller's own figures are then exact.
+///
+/// # Safety
+/// `db` must be a valid connection used by this thread right now.
+pub unsafe fn sample_current(db: *mut ffi::sqlite3) {
+    let found: Vec<Arc<ConnCache>> = lock(conns())
+        .live
+        .iter()
+        .filter_map(|w| w.upgrade())
+        .filter(|c| c.db == db as usize && !c.closed.load(Ordering::Relaxed))
+        .collect();
+    for c in found {
+        sample_conn(db, &c);
+    }
 }
 
 /// Whether capture feeds the per-connection samples.

@@ -113,6 +113,9 @@ impl ConnSource for Resources {
                 }
                 continue;
             }
+            if mine {
+                unsafe { resources::sample_current(call.db) };
+            }
             let l = connections::live(&db);
             let (cache, sampled) = if resources::conns_fed() {
                 (l.cache, l.sampled)

@@ -67,12 +67,14 @@ while True:
     if want is None or pids == sorted(want) or time.monotonic() > deadline:
         break
     time.sleep(0.1)
+time.sleep(ARGS.get("linger", 0))  # let a flush round run before leaving
 emit({"procs": procs, "total": total, "me": os.getpid()})
 """
 
 
-def read(run_py, db, want=None, wait=10):
-    return run_py(READ, env=FAST, args={"db": db, "cols": COLS, "want": want, "wait": wait})
+def read(run_py, db, want=None, wait=10, linger=0):
+    return run_py(READ, env=FAST, args={"db": db, "cols": COLS, "want": want, "wait": wait,
+                                        "linger": linger})
 
 
 def test_cross_process_counts_and_sigkill_ages_out(run_py, tmp_path):
@@ -141,7 +143,7 @@ emit(1)
         " connections_open, connections_peak, connections_opened, connections_closed) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         rows)
     store.commit()
-    r = read(run_py, db, want=[4242], wait=3)
+    r = read(run_py, db, want=[4242], wait=3, linger=0.6)
     procs = {p["pid"]: p for p in r["procs"]}
     assert 4343 not in procs
     assert procs[4242]["status"] == "recent" and procs[4242]["host"] == "far"
@@ -194,7 +196,10 @@ emit({"busy": busy, "locked": locked, "me": me, "all": allrow, "minute": minute,
 
 def test_lock_contention_is_counted(run_py, tmp_path):
     db = str(tmp_path / "busy.db")
-    r = run_py(CONTENTION, env=FAST, args={"db": db, "n": 7, "cols": COLS})
+    # preloaded: the error log is ours from the start, so SQLITE_LOCKED (an
+    # error only the log reveals on SQLite 3.40) is seen too
+    env = dict(FAST, LD_PRELOAD=str(EXT))
+    r = run_py(CONTENTION, env=env, args={"db": db, "n": 7, "cols": COLS})
     assert r["busy"] == 7
     (me,) = r["me"]
     assert me["busy"] == 7 == r["qbusy"]
@@ -206,11 +211,11 @@ def test_lock_contention_is_counted(run_py, tmp_path):
     assert max(b["connections_peak"] for b in r["minute"]) >= 2
     assert sum(b["connections_opened"] for b in r["minute"]) >= 2
     assert r["err"][0] == "err" and "resolution must be 'minute', 'hour' or 'day'" in r["err"][2]
-    if r["locked"]:
-        capture = (ROOT / "src" / "capture.rs").read_text()
-        if "note_failure" not in capture:
-            pytest.xfail("SQLITE_LOCKED needs capture.rs to call connections::note_failure")
-        assert me["locked"] == 1 and a["locked"] == 1
+    assert r["locked"] == 1
+    if "note_failure" not in (ROOT / "src" / "capture.rs").read_text():
+        pytest.xfail("SQLITE_LOCKED needs capture.rs to call connections::note_failure")
+    assert me["locked"] == 1 and a["locked"] == 1
+    assert sum(b["locked"] for b in r["minute"]) == 1
 
 
 def test_contention_from_another_process(run_py, tmp_path):
@@ -265,6 +270,7 @@ for i in range(3):
         apsw.Connection(ARGS["missing"])
     except apsw.CantOpenError:
         pass
-emit(dicts(con, ["open_failures"], "insights_connections", "scope = 'all'"))
+emit(dicts(con, ["database", "open_failures"], "insights_connections", "scope = 'all'"))
 """, python=venv_python, env=FAST, args={"db": db, "missing": missing})
-    assert r == [{"open_failures": 0}]  # failures of another path are not this database's
+    got = {x["database"]: x["open_failures"] for x in r}
+    assert got == {db: 0, missing: 3}

@@ -44,7 +44,7 @@ rm -rf rs/*/target
 
 (
   cd rs/bundle_static
-  CRSQLITE_COMMIT_SHA="npm-$VERSION" RUSTC_BOOTSTRAP=1 \
+  CARGO_TARGET_DIR="$PWD/target" CRSQLITE_COMMIT_SHA="npm-$VERSION" RUSTC_BOOTSTRAP=1 \
     cargo build --quiet --release --features loadable_extension
 )
 mkdir -p "$CACHE/crsqlite"
