@@ -64,8 +64,11 @@ sync-engines:
 sync-test: loadable venv sync-engines
 	$(VENV)/bin/python -m pytest -q tests/test_sync.py tests/test_sync_crsqlite.py tests/test_sync_libsql.py tests/test_sync_litestream.py
 
-bench: loadable-release
+# Cost per statement with and without the extension (same run), the store
+# flush under load, and sizing a ~300 MB database (tests/bench_sizes.py).
+bench: loadable-release venv
 	cd tests/rust_host && $(CARGO) run -q --release --bin bench
+	$(VENV)/bin/python tests/bench_sizes.py
 
 fmt:
 	$(CARGO) fmt

@@ -97,6 +97,8 @@ struct Slot {
 pub struct ConnState {
     db: *mut ffi::sqlite3,
     stats: Arc<DbStats>,
+    /// Page-cache counters sampled for insights_resources.
+    cache: Arc<crate::resources::ConnCache>,
     slots: PtrMap<Slot>,
     tags: Arc<ConnTags>,
     /// The slot of the statement seen last (STMT, ROW and PROFILE of one run
@@ -181,9 +183,11 @@ pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
     stats.connections_opened.fetch_add(1, Ordering::Relaxed);
     stats.connections_peak.fetch_max(open, Ordering::Relaxed);
     errlog::set_thread_db(&stats);
+    let cache = crate::resources::register_conn(db, &stats);
     let state = Box::new(ConnState {
         db,
         stats,
+        cache,
         slots: PtrMap::default(),
         tags,
         last_key: 0,
@@ -241,6 +245,7 @@ unsafe fn close(state: *mut ConnState, db: *mut ffi::sqlite3) {
         .connections_closed
         .fetch_add(1, Ordering::Relaxed);
     registry::lock(attached()).remove(&(db as usize));
+    crate::resources::conn_closed(db, &state.cache);
     // last connection of this database in the process: flush now, so short
     // processes (CLI jobs) leave their counts in the store
     if left == 0 && state.stats.has_store.load(Ordering::Relaxed) {
@@ -540,6 +545,9 @@ impl ConnState {
                 self.record_failure(stmt as usize, &exec, f)
             }
         }
+        if crate::resources::sample_due(&self.cache) {
+            crate::resources::sample_conn(self.db, &self.cache);
+        }
     }
 
     #[cold]
@@ -619,6 +627,7 @@ impl ConnState {
             return;
         };
         let busy = f.code & 0xff == ffi::SQLITE_BUSY;
+        crate::connections::note_failure(&self.stats, f.code);
         slot.entry.record_error(Some(exec), &f.message, busy);
         let sample = (config::get(Key::SampleRawSql) != 0).then(|| {
             registry::truncate(

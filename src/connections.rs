@@ -147,11 +147,21 @@ fn failures() -> &'static Mutex<HashMap<String, Arc<Failures>>> {
     F.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// Paths with their own failure counters; failed opens of more distinct
+/// paths than this (an app probing many files) share the `(other)` row.
+pub const MAX_FAILURE_PATHS: usize = 1000;
+
 fn failures_of(path: &str) -> Arc<Failures> {
-    lock(failures())
-        .entry(path.to_string())
-        .or_default()
-        .clone()
+    let mut m = lock(failures());
+    if let Some(f) = m.get(path) {
+        return f.clone();
+    }
+    let key = if m.len() >= MAX_FAILURE_PATHS {
+        "(other)"
+    } else {
+        path
+    };
+    m.entry(key.to_string()).or_default().clone()
 }
 
 /// Error path of capture: a statement of `db` failed with `code` (extended

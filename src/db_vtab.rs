@@ -11,9 +11,9 @@
 //! temp databases have NULL path and file figures.
 
 use crate::clock;
-use crate::conn_vtab::{register, Call, ConnSource, Tab};
 use crate::sizes;
 use crate::vtab::text;
+use crate::vtab::{register, Scan, Source, Tab};
 use rusqlite::types::Value;
 use rusqlite::vtab::Module;
 use rusqlite::{Connection, Result};
@@ -25,11 +25,11 @@ fn opt(v: Option<i64>) -> Value {
     v.map(Value::Integer).unwrap_or(Value::Null)
 }
 
-impl ConnSource for Db {
+impl Source for Db {
     const NAME: &'static str = "insights_db";
     const SCHEMA: &'static CStr = c"CREATE TABLE x(schema TEXT, path TEXT, file_bytes INTEGER, wal_bytes INTEGER, shm_bytes INTEGER, page_size INTEGER, page_count INTEGER, freelist_count INTEGER, freelist_bytes INTEGER, journal_mode TEXT, auto_vacuum TEXT, schema_version INTEGER, user_version INTEGER, data_version INTEGER, read_only INTEGER, disk_free_bytes INTEGER, disk_total_bytes INTEGER, measured_at TEXT)";
 
-    fn rows(call: &Call) -> std::result::Result<Vec<Vec<Value>>, String> {
+    fn rows(call: &Scan) -> std::result::Result<Vec<Vec<Value>>, String> {
         let now = text(clock::iso_ms(clock::unix_ms_now()));
         Ok(unsafe { sizes::db_rows(call.db)? }
             .into_iter()

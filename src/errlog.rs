@@ -304,6 +304,9 @@ fn on_log(code: c_int, line: &str) {
         return;
     }
     LOG_MESSAGES.fetch_add(1, Ordering::Relaxed);
+    if prim == ffi::SQLITE_CANTOPEN {
+        crate::connections::note_open_failure(line);
+    }
     if line.starts_with("abort at ") || line.starts_with("statement aborts at ") {
         STEP_ERRORS.fetch_add(1, Ordering::Relaxed);
         let _ = PENDING.try_with(|c| {

@@ -18,7 +18,6 @@ pub mod capture;
 pub mod classify;
 pub mod clock;
 pub mod config;
-pub mod conn_vtab;
 pub mod connections;
 pub mod connections_vtab;
 pub mod db_vtab;

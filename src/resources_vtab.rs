@@ -18,12 +18,12 @@
 //!   `resources.rs`); `connections_sampled` says how many live ones.
 
 use crate::clock;
-use crate::conn_vtab::{register, Call, ConnSource, Tab};
 use crate::connections;
 use crate::registry::registry;
 use crate::resources::{self, CacheCounters};
 use crate::store;
 use crate::vtab::text;
+use crate::vtab::{register, Scan, Source, Tab};
 use rusqlite::types::Value;
 use rusqlite::vtab::Module;
 use rusqlite::{Connection, Result};
@@ -54,12 +54,12 @@ fn cache_cols(c: &CacheCounters) -> [Value; 5] {
     ]
 }
 
-impl ConnSource for Resources {
+impl Source for Resources {
     const NAME: &'static str = "insights_resources";
     const SCHEMA: &'static CStr = c"CREATE TABLE x(database TEXT, pid INTEGER, host TEXT, status TEXT, at TEXT, cpu_user_s REAL, cpu_system_s REAL, cpu_percent REAL, rss_bytes INTEGER, rss_peak_bytes INTEGER, sqlite_memory_bytes INTEGER, sqlite_memory_highwater_bytes INTEGER, cache_hits INTEGER, cache_misses INTEGER, cache_writes INTEGER, cache_spills INTEGER, cache_hit_ratio REAL, connections_sampled INTEGER, file_bytes INTEGER, wal_bytes INTEGER, shm_bytes INTEGER, disk_free_bytes INTEGER, bucket_start TEXT, resolution HIDDEN)";
-    const EQ_PUSHDOWN: &'static [c_int] = &[COL_RESOLUTION];
+    const PUSHDOWN: &'static [(c_int, bool)] = &[(COL_RESOLUTION, true)];
 
-    fn rows(call: &Call) -> std::result::Result<Vec<Vec<Value>>, String> {
+    fn rows(call: &Scan) -> std::result::Result<Vec<Vec<Value>>, String> {
         let resolution = match call.eq(COL_RESOLUTION) {
             None => None,
             Some(Value::Text(s)) => {

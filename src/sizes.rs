@@ -26,7 +26,8 @@
 //! - Never stall the user: results are cached per database file. A cached
 //!   result is served while the file is unchanged (size and mtime of the
 //!   database and its WAL), or while younger than
-//!   max(`size_refresh_ms`, 10 x the last measurement's duration). A stale
+//!   max(`size_refresh_ms`, 10 x the last measurement's duration)
+//!   (`size_refresh_ms` = 0: re-measured whenever the files changed). A stale
 //!   database of at most `size_page_budget` pages is re-measured at query time
 //!   (one pass, one read transaction); a larger one is measured by the
 //!   background sizing thread, one object per read transaction, at most half
@@ -36,7 +37,10 @@
 //! - Samples: every `size_sample_interval_ms` (0 = off) one process per store
 //!   (a claim row in the store decides which) measures each monitored file
 //!   database in the background and writes a database row and one row per
-//!   object to the store table `size_samples`. Old samples are thinned like
+//!   object to the store table `size_samples` (a database whose measurement
+//!   takes more than a tenth of the interval is re-measured at most every
+//!   10 x its measuring time; samples in between repeat its last table
+//!   figures). Old samples are thinned like
 //!   history buckets: all kept `retention_minute_days`, then the first of
 //!   each hour until `retention_hour_days`, the first of each day until
 //!   `retention_day_days`.
@@ -201,8 +205,11 @@ impl Cache {
         if sig.is_some() && sig == self.sig {
             return true;
         }
-        let min_age = (config::get(Key::SizeRefreshMs) as f64)
-            .max(self.last_duration_ms * COST_FACTOR as f64);
+        let refresh = config::get(Key::SizeRefreshMs);
+        if refresh == 0 {
+            return false; // 0: re-measure whenever the files changed
+        }
+        let min_age = (refresh as f64).max(self.last_duration_ms * COST_FACTOR as f64);
         ((now - done) as f64) < min_age
     }
 }
@@ -1050,15 +1057,23 @@ fn request(job: Job) {
     w.wake.notify_all();
 }
 
-/// Measure a database file in the background if its cache is stale; for a
-/// sample (`exact`), whenever its files changed since the last measurement.
+/// Measure a database file in the background if its cache is stale; with
+/// `exact` (samples, refreshes queued by queries) whenever its files changed
+/// since the last measurement, unless that was less than 10 x its own
+/// measuring time ago.
 fn background_refresh(path: &str, exact: bool) -> Result<(), String> {
     let c = cache(path);
     let sig = file_sig(path);
     let fresh = {
         let g = lock(&c);
         if exact {
-            g.complete_ms.is_some() && g.sig == Some(sig)
+            // unchanged files, or measured less than 10x its own measuring
+            // time ago (a huge database is not re-read continuously)
+            g.complete_ms.is_some_and(|done| {
+                g.sig == Some(sig)
+                    || ((clock::unix_ms_now() - done) as f64)
+                        < g.last_duration_ms * COST_FACTOR as f64
+            })
         } else {
             g.fresh(Some(sig), clock::unix_ms_now())
         }
@@ -1088,7 +1103,9 @@ fn background_refresh(path: &str, exact: bool) -> Result<(), String> {
 fn run_job(job: &Job) {
     match job {
         Job::Refresh(p) => {
-            let _ = background_refresh(p, false);
+            // queued because a query found it stale: measure unless the
+            // files are unchanged since the last complete measurement
+            let _ = background_refresh(p, true);
         }
         Job::Sample(p) => {
             if background_refresh(p, true).is_ok() {

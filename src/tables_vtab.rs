@@ -11,9 +11,9 @@
 //! when the object's figures were taken.
 
 use crate::clock;
-use crate::conn_vtab::{register, Call, ConnSource, Tab};
 use crate::sizes;
 use crate::vtab::text;
+use crate::vtab::{register, Scan, Source, Tab};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::vtab::Module;
@@ -28,12 +28,12 @@ fn opt(v: Option<i64>) -> Value {
     v.map(Value::Integer).unwrap_or(Value::Null)
 }
 
-impl ConnSource for Tables {
+impl Source for Tables {
     const NAME: &'static str = "insights_tables";
     const SCHEMA: &'static CStr = c"CREATE TABLE x(schema TEXT, name TEXT, type TEXT, tbl_name TEXT, without_rowid INTEGER, pages INTEGER, bytes INTEGER, payload_bytes INTEGER, unused_bytes INTEGER, rows INTEGER, rows_method TEXT, measured_at TEXT)";
-    const EQ_PUSHDOWN: &'static [c_int] = &[COL_SCHEMA];
+    const PUSHDOWN: &'static [(c_int, bool)] = &[(COL_SCHEMA, true)];
 
-    fn rows(call: &Call) -> std::result::Result<Vec<Vec<Value>>, String> {
+    fn rows(call: &Scan) -> std::result::Result<Vec<Vec<Value>>, String> {
         let only = match call.eq(COL_SCHEMA) {
             None => None,
             Some(Value::Text(s)) => Some(s.as_str()),

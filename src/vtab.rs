@@ -9,6 +9,11 @@
 //! - Every callback body runs under `catch_unwind`: a failure becomes an SQL
 //!   error naming the table, never a panic across FFI.
 //! - Tables are declared INNOCUOUS: they only read the process's own stats.
+//! - `Scan::db` is the calling connection, kept from xConnect; it is used
+//!   only inside xFilter, on the thread running that connection's statement,
+//!   and statements a table runs on it go through `capture::without_capture`
+//!   (or `store::internal`) so they are never captured or logged as user
+//!   errors.
 
 use rusqlite::types::Value;
 use rusqlite::vtab::{

@@ -16,6 +16,8 @@ import pytest
 
 
 FAST = {"SQLITE_INSIGHTS_FLUSH_INTERVAL_MS": "200"}
+# no background size samples: checks of the cache see only their own measurements
+QUIET = {"SQLITE_INSIGHTS_SIZE_SAMPLE_INTERVAL_MS": "0"}
 
 GROW = r"""
 import random
@@ -92,7 +94,7 @@ emit({"tables": tables, "dbs": dbs, "truth": truth(con),
 """
     args = {"db": db, "tcols": TABLE_COLS, "dcols": DB_COLS}
     args.update(opts)
-    return run_py(code, args=args)
+    return run_py(code, env=QUIET, args=args)
 
 
 def iso_ms(s):
@@ -185,7 +187,7 @@ t = dicts(con, ["rows", "rows_method"], "insights_tables", "name = 't'")[0]
 emit({"row": row, "before": before, "t": t, "count": one(con, "SELECT count(*) FROM t"),
       "wal": os.stat(ARGS["db"] + "-wal").st_size, "shm": os.stat(ARGS["db"] + "-shm").st_size,
       "schema_version": one(con, "PRAGMA schema_version")})
-""", args={"db": db, "dcols": DB_COLS})
+""", env=QUIET, args={"db": db, "dcols": DB_COLS})
     row = r["row"]
     assert row["journal_mode"] == "wal" and row["user_version"] == 42
     assert row["wal_bytes"] == r["wal"] > 0 and row["shm_bytes"] == r["shm"] > 0
@@ -224,7 +226,7 @@ out["errors"] = [attempt(con, "SELECT insights_size_refresh('nope')"),
                  attempt(con, "SELECT insights_size_refresh('main', 2)")]
 out["all"] = json.loads(one(con, "SELECT insights_size_refresh()"))
 emit(out)
-""", args={"db": db})
+""", env=QUIET, args={"db": db})
     assert r["first"]["rows"] == 1000
     assert r["unchanged"] == r["first"]
     assert r["stale"] == r["first"]
@@ -297,7 +299,7 @@ con.execute("ANALYZE")
 one(con, "SELECT insights_size_refresh()")
 after = dicts(con, ["name", "pages", "rows", "rows_method"], "insights_tables", "schema = 'main'")
 emit({"before": before, "after": after, "forced": json.loads(one(con, "SELECT insights_size_refresh()"))})
-""", args={"db": db})
+""", env=QUIET, args={"db": db})
     before = {t["name"]: t for t in r["before"]}
     assert before["t"] == {"name": "t", "pages": None, "rows": 3000, "rows_method": "count"}
     assert before["t_k"]["rows_method"] == "none"
@@ -326,7 +328,7 @@ con.execute("ROLLBACK")
 ro = sqlite3.connect("file:" + ARGS["db"] + "?mode=ro", uri=True)
 ro_rows = dicts(ro, ["name", "rows"], "insights_tables", "schema = 'main'")
 emit({"inside": inside, "changes": [changes, rowid], "after": after, "ro": ro_rows})
-""", args={"db": db})
+""", env=QUIET, args={"db": db})
     assert r["inside"] == 301  # its own uncommitted rows: measured on its own connection
     assert r["after"] == r["changes"] + [True]
     assert {"name": "t", "rows": 0} in r["ro"]
@@ -343,7 +345,7 @@ rows(con, "SELECT * FROM insights_tables")
 rows(con, "SELECT * FROM insights_db")
 one(con, "SELECT insights_size_refresh()")
 emit([q for q, in rows(con, "SELECT query FROM insights_queries")])
-""", args={"db": db})
+""", env=QUIET, args={"db": db})
     ours = [q for q in r if "insights" not in q and not q.startswith("CREATE")]
     assert ours == []
 
