@@ -75,6 +75,8 @@ pub struct Normalized {
 //   multiply chain with the tokenizing. The rare cases where hashed bytes
 //   change afterwards (trailing `;` removal reaching into them, invalid
 //   UTF-8 replacement) hash the text again from scratch.
+// - sqlcommenter values without `\` escapes and keys/values without `%` are
+//   decoded straight from the comment bytes.
 
 /// SQLite's full keyword list (147 words), kept sorted (a test checks it).
 const KEYWORDS: [&str; 147] = [

@@ -1108,7 +1108,8 @@ fn run_job(job: &Job) {
             let _ = background_refresh(p, true);
         }
         Job::Sample(p) => {
-            if background_refresh(p, true).is_ok() {
+            // periodic samples read the file on their own: WAL databases only
+            if store::background_read_ok(p) && background_refresh(p, true).is_ok() {
                 let db = registry().db(p);
                 let _ = write_sample(&db);
             }

@@ -113,6 +113,30 @@ pub fn resolve_path(db_path: &str, configured: Option<&str>) -> Option<PathBuf> 
     Some(PathBuf::from(format!("{db_path}{STORE_SUFFIX}")))
 }
 
+thread_local! {
+    static BACKGROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Is this the extension's background (flusher) thread?
+pub fn on_background_thread() -> bool {
+    BACKGROUND.with(|b| b.get())
+}
+
+/// May a background thread of ours read the user's database file now? Only
+/// in WAL mode, where a reader never blocks a writer: in rollback-journal
+/// mode our shared lock could make another connection's commit wait or fail
+/// with SQLITE_BUSY (an app without a busy timeout would see an error we
+/// caused). Decided from the file header (bytes 18-19 are 2 in WAL mode),
+/// read without any SQLite lock.
+pub fn background_read_ok(db_path: &str) -> bool {
+    use std::io::Read;
+    let mut h = [0u8; 20];
+    std::fs::File::open(db_path)
+        .and_then(|mut f| f.read_exact(&mut h))
+        .map(|_| h[18] == 2 && h[19] == 2)
+        .unwrap_or(false)
+}
+
 /// Set (Some path / Some("") = off) or clear (None) a database's store path.
 pub fn configure(db: &DbStats, configured: Option<String>) {
     let mut st = lock(&db.store);
@@ -1217,6 +1241,7 @@ pub fn start_flusher() {
         .spawn(|| {
             errlog::set_internal_thread(true);
             crate::classify::mark_big_stack_thread();
+            BACKGROUND.with(|b| b.set(true));
             loop {
                 let interval = config::get(Key::FlushIntervalMs).max(1);
                 let now = clock::unix_ms_now();

@@ -556,6 +556,12 @@ pub fn is_file_db(db: &str) -> bool {
 /// instrumented; opened read-write without CREATE so WAL databases open even
 /// when their -shm is missing, read-only when the file is not writable).
 pub fn with_db<T>(db: &str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    if store::on_background_thread() && !store::background_read_ok(db) {
+        // rollback-journal databases are read only when a user asks
+        return Err(rusqlite::Error::ModuleError(
+            "not read in the background: not in WAL mode".into(),
+        ));
+    }
     store::internal(|| {
         let base = OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(db, base | OpenFlags::SQLITE_OPEN_READ_WRITE)

@@ -921,6 +921,13 @@ def test_processes_do_not_interfere(ext_path, db_path):
     """
     from conftest import PRELUDE, RESULT_MARK, EXT, make_env
     import textwrap
+    import sqlite3 as _sqlite3
+    # WAL from the start: three processes switching the journal mode at once
+    # can fail with "database is locked" (SQLite itself, not the extension)
+    pre = _sqlite3.connect(db_path)
+    pre.execute("PRAGMA journal_mode=WAL")
+    pre.execute("CREATE TABLE t(who, i)")
+    pre.close()
     counts = [40, 70, 110]
     procs = []
     for who, n in enumerate(counts):

@@ -357,6 +357,7 @@ def test_size_history_samples_and_growth(run_py, tmp_path):
 import time
 con = sqlite3.connect(ARGS["db"], isolation_level=None)
 load(con)
+con.execute("PRAGMA journal_mode=WAL")  # background samples read WAL databases only
 con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
 def wait_samples(n):
     deadline = time.monotonic() + 30
@@ -423,6 +424,7 @@ def test_growth_per_day_over_a_week_and_thinning(run_py, tmp_path):
     samples are thinned to one per hour, then one per day."""
     db = str(tmp_path / "week.db")
     con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")  # background samples: WAL databases only
     con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     con.executemany("INSERT INTO t(v) VALUES (?)", [(i,) for i in range(1000)])
     con.commit()
@@ -498,7 +500,10 @@ def test_one_sample_per_interval_across_processes(tmp_path):
     import textwrap
 
     db = str(tmp_path / "claim.db")
-    sqlite3.connect(db).execute("CREATE TABLE t(x)").connection.close()
+    pre = sqlite3.connect(db)
+    pre.execute("PRAGMA journal_mode=WAL")  # background samples: WAL databases only
+    pre.execute("CREATE TABLE t(x)")
+    pre.close()
     code = textwrap.dedent("""
     import time
     con = sqlite3.connect(ARGS["db"], isolation_level=None)
@@ -518,3 +523,23 @@ def test_one_sample_per_interval_across_processes(tmp_path):
     store.close()
     assert 2 <= len(ats) <= 4, ats
     assert all(b - a >= 900 for a, b in zip(ats, ats[1:])), ats
+
+
+def test_rollback_journal_databases_are_not_read_in_the_background(run_py, tmp_path):
+    """In rollback-journal mode our reader's shared lock could make another
+    connection's commit fail with SQLITE_BUSY: no background size samples
+    there (a query of insights_tables still measures on demand)."""
+    db = str(tmp_path / "rj.db")
+    env = dict(FAST, SQLITE_INSIGHTS_SIZE_SAMPLE_INTERVAL_MS="200")
+    r = run_py("""
+import time
+con = sqlite3.connect(ARGS["db"], isolation_level=None)
+load(con)
+con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+con.execute("INSERT INTO t(v) VALUES ('x')")
+time.sleep(1.5)
+emit({"samples": one(con, "SELECT count(*) FROM insights_size_history"),
+      "mode": one(con, "PRAGMA journal_mode"),
+      "on_demand": one(con, "SELECT rows FROM insights_tables WHERE name = 't'")})
+""", env=env, args={"db": db})
+    assert r == {"samples": 0, "mode": "delete", "on_demand": 1}

@@ -40,6 +40,9 @@ def main():
     if a.crsqlite:
         con.load_extension(a.crsqlite)
     con.load_extension(a.ext)
+    # WAL, as replicated SQLite usually runs (and the extension's background
+    # sync sampling reads WAL databases only)
+    con.execute("PRAGMA journal_mode=WAL")
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
