@@ -553,6 +553,12 @@ impl ConnState {
     #[cold]
     fn resolve_activity(stats: &DbStats, tags: &ConnTags, slot: &mut Slot) {
         let gen = tags.gen.load(Ordering::Acquire);
+        if gen == 0 && slot.stmt_tags.is_empty() {
+            // never tagged, no sqlcommenter tags: nothing to resolve
+            slot.act.clear();
+            slot.act_gen = gen;
+            return;
+        }
         let eff = activity::effective(&tags.get(), &slot.stmt_tags);
         slot.act = if eff.is_empty() {
             Vec::new()
