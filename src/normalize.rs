@@ -420,9 +420,14 @@ fn keyword_at(s: &[u8], w: u128, len: usize) -> Option<(u8, u128)> {
 }
 
 /// The index in KEYWORDS of the keyword `word` spells (case-insensitive), if any.
-#[cfg(test)]
 fn keyword(word: &[u8]) -> Option<u8> {
     keyword_at(word, load16(word), word.len()).map(|(slot, _)| slot - 1)
+}
+
+/// Is `word` one of SQLite's keywords (case-insensitive)? Shared with the
+/// classifier's token scan.
+pub fn is_keyword(word: &str) -> bool {
+    keyword(word.as_bytes()).is_some()
 }
 
 // Byte classes.
