@@ -23,7 +23,6 @@
 use crate::clock;
 use crate::connections::{self, ProcRow};
 use crate::registry::registry;
-use crate::store;
 use crate::vtab::{register, text, Scan, Source, Tab};
 use rusqlite::types::Value;
 use rusqlite::vtab::Module;
@@ -75,19 +74,10 @@ impl Source for Connections {
     const PUSHDOWN: &'static [(c_int, bool)] = &[(COL_RESOLUTION, true)];
 
     fn rows(scan: &Scan) -> std::result::Result<Vec<Vec<Value>>, String> {
-        let resolution = match scan.eq(COL_RESOLUTION) {
+        let resolution = match crate::vtab::resolution_arg(scan.eq(COL_RESOLUTION))? {
+            Some(None) => return Ok(Vec::new()), // = NULL matches nothing
+            Some(r) => r,
             None => None,
-            Some(Value::Text(s)) => {
-                let r = s.to_ascii_lowercase();
-                if !store::RESOLUTIONS.iter().any(|(n, _)| *n == r) {
-                    return Err(format!(
-                        "resolution must be 'minute', 'hour' or 'day', got '{s}'"
-                    ));
-                }
-                Some(r)
-            }
-            Some(Value::Null) => return Ok(Vec::new()),
-            Some(_) => return Err("resolution must be 'minute', 'hour' or 'day'".into()),
         };
         let mut out = Vec::new();
         for db in registry().databases() {

@@ -662,31 +662,7 @@ fn iso(ms: i64) -> Value {
 
 /// UTC ISO-8601 with milliseconds (same form as the SQL surface).
 pub fn iso_ms(unix_ms: i64) -> String {
-    let secs = unix_ms.div_euclid(1000);
-    let ms = unix_ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // civil from days (Howard Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        y,
-        m,
-        d,
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60,
-        ms
-    )
+    crate::clock::iso_ms(unix_ms)
 }
 
 fn round3(v: f64) -> f64 {
@@ -864,52 +840,7 @@ pub fn parse_since(s: &str) -> Option<i64> {
         // seconds before year 2286 have at most 10 digits
         return Some(if s.len() <= 10 { n * 1000 } else { n });
     }
-    let s = s.strip_suffix('Z').unwrap_or(s);
-    let num = |a: usize, l: usize| -> Option<i64> {
-        let t = s.get(a..a + l)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let b = s.as_bytes();
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let (mut h, mut mi, mut sec, mut ms) = (0, 0, 0, 0);
-    if b.len() > 10 {
-        if b[10] != b'T' && b[10] != b' ' {
-            return None;
-        }
-        h = num(11, 2)?;
-        mi = num(14, 2)?;
-        if b.len() > 16 {
-            sec = num(17, 2)?;
-        }
-        if b.len() > 20 && b[19] == b'.' {
-            let frac = &s[20..];
-            if !frac.bytes().all(|c| c.is_ascii_digit()) || frac.is_empty() {
-                return None;
-            }
-            let f3 = format!("{frac:0<3}");
-            ms = f3[..3].parse().ok()?;
-        }
-    }
-    if h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    // days from civil
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000) + ms)
+    crate::clock::parse_instant(s)
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use crate::clock;
 use crate::connections;
 use crate::registry::registry;
 use crate::resources::{self, CacheCounters};
-use crate::store;
 use crate::vtab::text;
 use crate::vtab::{register, Scan, Source, Tab};
 use rusqlite::types::Value;
@@ -60,19 +59,10 @@ impl Source for Resources {
     const PUSHDOWN: &'static [(c_int, bool)] = &[(COL_RESOLUTION, true)];
 
     fn rows(call: &Scan) -> std::result::Result<Vec<Vec<Value>>, String> {
-        let resolution = match call.eq(COL_RESOLUTION) {
+        let resolution = match crate::vtab::resolution_arg(call.eq(COL_RESOLUTION))? {
+            Some(None) => return Ok(Vec::new()), // = NULL matches nothing
+            Some(r) => r,
             None => None,
-            Some(Value::Text(s)) => {
-                let r = s.to_ascii_lowercase();
-                if !store::RESOLUTIONS.iter().any(|(n, _)| *n == r) {
-                    return Err(format!(
-                        "resolution must be 'minute', 'hour' or 'day', got '{s}'"
-                    ));
-                }
-                Some(r)
-            }
-            Some(Value::Null) => return Ok(Vec::new()),
-            Some(_) => return Err("resolution must be 'minute', 'hour' or 'day'".into()),
         };
         let mut out = Vec::new();
         let now = resources::sample_process();

@@ -276,6 +276,25 @@ pub fn register<S: Source>(
     conn.create_module(S::NAME, module, None)
 }
 
+/// A hidden `resolution` argument: None when absent, Some(None) when NULL
+/// (matches nothing), Some(Some(r)) for 'minute', 'hour' or 'day'.
+pub fn resolution_arg(v: Option<&Value>) -> std::result::Result<Option<Option<String>>, String> {
+    match v {
+        None => Ok(None),
+        Some(Value::Text(s)) => {
+            let r = s.to_ascii_lowercase();
+            if !crate::store::RESOLUTIONS.iter().any(|(n, _)| *n == r) {
+                return Err(format!(
+                    "resolution must be 'minute', 'hour' or 'day', got '{s}'"
+                ));
+            }
+            Ok(Some(Some(r)))
+        }
+        Some(Value::Null) => Ok(Some(None)),
+        Some(_) => Err("resolution must be 'minute', 'hour' or 'day'".into()),
+    }
+}
+
 /// Helpers to build row values.
 pub fn text(s: impl Into<String>) -> Value {
     Value::Text(s.into())

@@ -10,8 +10,12 @@
 //!   store, all time (within the store's retention). Scrape either this
 //!   exporter or the processes' own endpoints for a database, not both.
 //! - Shares its rendering (exposition.rs), HTTP server (http.rs), histogram
-//!   layout and dashboard with the extension by compiling the same files.
+//!   layout, instants (clock.rs) and dashboard with the extension by
+//!   compiling the same files.
 
+#[allow(dead_code)]
+#[path = "../../src/clock.rs"]
+mod clock;
 #[allow(dead_code)]
 #[path = "../../src/exposition.rs"]
 mod exposition;
