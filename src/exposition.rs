@@ -705,6 +705,47 @@ pub fn query_json(database: &str, q: &QueryStat) -> Value {
 }
 
 /// Sort keys accepted by `/api/queries?sort=`.
+/// The built-in dashboard page (served by the extension and the exporter).
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+/// Its Content-Security-Policy: self-contained, talks only to its own origin.
+pub const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// `/` and `/index.html`.
+pub fn dashboard_response() -> crate::http::Response {
+    crate::http::Response::new(200, "text/html; charset=utf-8", DASHBOARD_HTML)
+        .with_header("Content-Security-Policy", DASHBOARD_CSP)
+        .with_header("Referrer-Policy", "no-referrer")
+}
+
+/// `/metrics` with a rendered exposition.
+pub fn metrics_response(body: String) -> crate::http::Response {
+    crate::http::Response::new(200, "text/plain; version=0.0.4; charset=utf-8", body)
+}
+
+/// `/api/queries`: sort, cut to `limit`, answer (400 on an unknown sort key).
+pub fn queries_response(
+    rows: &mut [(String, QueryStat)],
+    sort: &str,
+    limit: usize,
+    scope: &str,
+) -> crate::http::Response {
+    if !sort_queries(rows, sort) {
+        return crate::http::Response::json_error(
+            400,
+            &format!("sort must be one of {}", SORT_KEYS.join(", ")),
+        );
+    }
+    let total = rows.len();
+    let list: Vec<Value> = rows
+        .iter()
+        .take(limit)
+        .map(|(d, s)| query_json(d, s))
+        .collect();
+    crate::http::Response::json(
+        &json!({ "sort": sort, "scope": scope, "total": total, "queries": list }),
+    )
+}
+
 pub const SORT_KEYS: [&str; 7] = ["total", "calls", "p99", "errors", "rows", "mean", "last"];
 
 /// Sort queries (descending) by one of `SORT_KEYS`; false for an unknown key.

@@ -35,10 +35,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The dashboard page (self-contained: inline CSS and JS, SVG charts).
-pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
-/// Content-Security-Policy of the dashboard: nothing from anywhere else.
-pub const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 /// Rows returned by one `/api/table/<name>` request at most.
 pub const MAX_TABLE_ROWS: usize = 5000;
 /// Width of the buckets of `/api/history?resolution=live`.
@@ -139,14 +135,8 @@ pub fn running() -> Option<SocketAddr> {
 fn route(req: &Request) -> Response {
     let q = exposition::parse_query(&req.query);
     match req.path.as_str() {
-        "/" | "/index.html" => Response::new(200, "text/html; charset=utf-8", DASHBOARD_HTML)
-            .with_header("Content-Security-Policy", DASHBOARD_CSP)
-            .with_header("Referrer-Policy", "no-referrer"),
-        "/metrics" => Response::new(
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(),
-        ),
+        "/" | "/index.html" => exposition::dashboard_response(),
+        "/metrics" => exposition::metrics_response(metrics::render()),
         "/healthz" => Response::text(200, "ok"),
         "/api/info" => Response::json(&info_json()),
         "/api/queries" => queries(&q),
@@ -269,19 +259,7 @@ fn queries(q: &Map<String, Value>) -> Response {
             rows.push((db.path.clone(), metrics::query_stat(&m, &a, unix)));
         }
     }
-    if !exposition::sort_queries(&mut rows, sort) {
-        return Response::json_error(
-            400,
-            &format!("sort must be one of {}", exposition::SORT_KEYS.join(", ")),
-        );
-    }
-    let total = rows.len();
-    let list: Vec<Value> = rows
-        .iter()
-        .take(n)
-        .map(|(d, s)| exposition::query_json(d, s))
-        .collect();
-    Response::json(&json!({ "sort": sort, "scope": scope, "total": total, "queries": list }))
+    exposition::queries_response(&mut rows, sort, n, scope)
 }
 
 fn errors(q: &Map<String, Value>) -> Response {

@@ -33,8 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use stores::DbSpec;
 
-const DASHBOARD_HTML: &str = include_str!("../../src/dashboard.html");
-const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 const DEFAULT_LISTEN: &str = "127.0.0.1:9188";
 
 const USAGE: &str = "usage: sqlite-insights [options] DATABASE...
@@ -209,14 +207,8 @@ fn main() {
 fn route(st: &stores::Exporter, req: &Request) -> Response {
     let q = exposition::parse_query(&req.query);
     match req.path.as_str() {
-        "/" | "/index.html" => Response::new(200, "text/html; charset=utf-8", DASHBOARD_HTML)
-            .with_header("Content-Security-Policy", DASHBOARD_CSP)
-            .with_header("Referrer-Policy", "no-referrer"),
-        "/metrics" => Response::new(
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            st.metrics(),
-        ),
+        "/" | "/index.html" => exposition::dashboard_response(),
+        "/metrics" => exposition::metrics_response(st.metrics()),
         "/healthz" => Response::text(200, "ok"),
         "/api/info" => Response::json(&st.info()),
         "/api/queries" => st.queries(&q),

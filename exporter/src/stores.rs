@@ -274,19 +274,7 @@ impl Exporter {
                 rows.extend(t.into_iter().map(|s| (d.database.clone(), s)));
             }
         }
-        if !exposition::sort_queries(&mut rows, sort) {
-            return Response::json_error(
-                400,
-                &format!("sort must be one of {}", exposition::SORT_KEYS.join(", ")),
-            );
-        }
-        let total = rows.len();
-        let list: Vec<Value> = rows
-            .iter()
-            .take(limit)
-            .map(|(d, s)| exposition::query_json(d, s))
-            .collect();
-        Response::json(&json!({ "sort": sort, "scope": "all", "total": total, "queries": list }))
+        exposition::queries_response(&mut rows, sort, limit, "all")
     }
 
     /// The stores keep each fingerprint's last error, not every failure.
