@@ -116,6 +116,7 @@ impl ActRegistry {
     }
 
     pub fn entries(&self) -> Vec<Arc<ActEntry>> {
+        crate::digest::drain();
         let mut v: Vec<_> = lock(&self.map).values().cloned().collect();
         v.sort_by(|a, b| (&a.key, &a.value).cmp(&(&b.key, &b.value)));
         v

@@ -35,7 +35,7 @@ use rusqlite::ffi;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -56,29 +56,19 @@ const STATUS_OPS: [c_int; 4] = [
     ffi::SQLITE_STMTSTATUS_AUTOINDEX,
 ];
 
-/// Pointer hasher: stmt pointers are already well spread; one multiply.
-#[derive(Default)]
-pub struct PtrHasher(u64);
-impl Hasher for PtrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.0 = (i as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(29);
-    }
-}
-type PtrMap<V> = HashMap<usize, V, BuildHasherDefault<PtrHasher>>;
+/// Stmt pointer → slot.
+type PtrMap<V> = HashMap<usize, V, BuildHasherDefault<registry::KeyHasher>>;
 
 struct Slot {
-    sql: Box<[u8]>,
-    entry: Arc<Entry>,
+    /// The statement's text (the buffer is reused when the stmt pointer is
+    /// reused for another text).
+    sql: Vec<u8>,
+    /// The fingerprint's entry; None while the text's first run is being
+    /// digested in the background (see `digest`): a second run of the same
+    /// statement normalizes it in place.
+    entry: Option<Arc<Entry>>,
+    /// The entry's statements are events (schema change, user_version...).
+    event: bool,
     /// sqlcommenter tags of this statement text (JSON, and as pairs).
     tags: Option<Arc<str>>,
     stmt_tags: Vec<(String, String)>,
@@ -94,6 +84,37 @@ struct Slot {
     before: (Option<i64>, Option<i64>),
 }
 
+impl Slot {
+    fn empty() -> Slot {
+        Slot {
+            sql: Vec::new(),
+            entry: None,
+            event: false,
+            tags: None,
+            stmt_tags: Vec::new(),
+            start: None,
+            rows: 0,
+            prev: [0; 4],
+            act: Vec::new(),
+            act_gen: u64::MAX,
+            before: (None, None),
+        }
+    }
+
+    /// Point the slot at a new statement text (keeps the text buffer).
+    fn reset_to(&mut self, text: &[u8]) {
+        self.sql.clear();
+        self.sql.extend_from_slice(text);
+        self.entry = None;
+        self.event = false;
+        self.tags = None;
+        self.stmt_tags.clear();
+        self.act.clear();
+        self.act_gen = u64::MAX;
+        self.before = (None, None);
+    }
+}
+
 pub struct ConnState {
     db: *mut ffi::sqlite3,
     stats: Arc<DbStats>,
@@ -106,6 +127,9 @@ pub struct ConnState {
     /// `slots` is changed, which only `miss` does (it clears this).
     last_key: usize,
     last_slot: *mut Slot,
+    /// Queue of first runs digested in the background (created at the first
+    /// deferral).
+    ring: Option<Arc<crate::digest::Ring>>,
 }
 
 thread_local! {
@@ -132,19 +156,78 @@ pub fn without_capture<T>(f: impl FnOnce() -> T) -> T {
 /// thread-local flag only when this is non-zero.
 static SUPPRESSING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-fn attached() -> &'static Mutex<HashMap<usize, Arc<ConnTags>>> {
-    static S: OnceLock<Mutex<HashMap<usize, Arc<ConnTags>>>> = OnceLock::new();
+/// An instrumented connection: its tag set and its state (a `*mut ConnState`
+/// owned by the hook until TRACE_CLOSE or `detach`).
+struct Attached {
+    tags: Arc<ConnTags>,
+    state: usize,
+}
+
+fn attached() -> &'static Mutex<HashMap<usize, Attached>> {
+    static S: OnceLock<Mutex<HashMap<usize, Attached>>> = OnceLock::new();
     S.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 /// The tag set of an instrumented connection (for insights_tag).
 pub fn conn_tags(db: *mut ffi::sqlite3) -> Option<Arc<ConnTags>> {
-    registry::lock(attached()).get(&(db as usize)).cloned()
+    registry::lock(attached())
+        .get(&(db as usize))
+        .map(|a| a.tags.clone())
 }
 
 /// Number of connections with our hook installed.
 pub fn attached_count() -> usize {
     registry::lock(attached()).len()
+}
+
+thread_local! {
+    /// The state pointer of the last hook call suppressed on this thread
+    /// (see `hook_state`).
+    static SUPPRESSED_SEEN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether our hook is the one installed on `db` right now: runs a nested
+/// `SELECT 1` with capture off and looks whether our callback saw it (an
+/// application that installs its own trace callback replaces ours).
+///
+/// # Safety
+/// `db` must be a valid connection used by this thread right now.
+pub unsafe fn hook_active(db: *mut ffi::sqlite3) -> bool {
+    let Some(state) = registry::lock(attached())
+        .get(&(db as usize))
+        .map(|a| a.state)
+    else {
+        return false;
+    };
+    SUPPRESSED_SEEN.with(|c| c.set(0));
+    let _ = query_rows(
+        db,
+        "SELECT 'insights_capture: is our trace hook installed?'",
+        1,
+    );
+    SUPPRESSED_SEEN.with(|c| c.get()) == state
+}
+
+/// `insights_capture(0)`: remove our hook from `db` and free its state (the
+/// connection then costs nothing). Statistics already recorded stay. When the
+/// application replaced our hook, its hook is left alone.
+///
+/// # Safety
+/// `db` must be a valid connection used by this thread right now (a SQL
+/// function running on it), not from inside our trace callback.
+pub unsafe fn detach(db: *mut ffi::sqlite3) -> bool {
+    let ours = hook_active(db);
+    let Some(a) = registry::lock(attached()).remove(&(db as usize)) else {
+        return false;
+    };
+    if ours {
+        ffi::sqlite3_trace_v2(db, 0, None, std::ptr::null_mut());
+    }
+    let state = Box::from_raw(a.state as *mut ConnState);
+    state.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    crate::resources::conn_closed(db, &state.cache);
+    drop(state);
+    true
 }
 
 /// The main database path of a connection; `:memory:` for in-memory/temp.
@@ -172,11 +255,10 @@ pub unsafe fn main_path(db: *mut ffi::sqlite3) -> String {
 pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
     let tags = Arc::new(ConnTags::default());
     {
-        let mut set = registry::lock(attached());
+        let set = registry::lock(attached());
         if set.contains_key(&(db as usize)) && !fresh {
             return; // loaded twice into one connection: one hook is enough
         }
-        set.insert(db as usize, tags.clone());
     }
     let stats = registry::registry().db(&main_path(db));
     let open = stats.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
@@ -192,8 +274,16 @@ pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
         tags,
         last_key: 0,
         last_slot: std::ptr::null_mut(),
+        ring: None,
     });
     let raw = Box::into_raw(state);
+    registry::lock(attached()).insert(
+        db as usize,
+        Attached {
+            tags: (*raw).tags.clone(),
+            state: raw as usize,
+        },
+    );
     let rc = ffi::sqlite3_trace_v2(db, TRACE_MASK, Some(trace_cb), raw as *mut c_void);
     if rc != ffi::SQLITE_OK {
         let state = Box::from_raw(raw);
@@ -212,6 +302,7 @@ unsafe extern "C" fn trace_cb(
         && SUPPRESSING.load(Ordering::Relaxed) != 0
         && SUPPRESS.with(|s| s.get())
     {
+        SUPPRESSED_SEEN.with(|c| c.set(ctx as usize));
         return 0; // the extension's own nested statement
     }
     let r = catch_unwind(AssertUnwindSafe(|| {
@@ -234,6 +325,8 @@ unsafe extern "C" fn trace_cb(
     0
 }
 
+#[cold]
+#[inline(never)]
 unsafe fn close(state: *mut ConnState, db: *mut ffi::sqlite3) {
     // Remove the hook first: sqlite3_close can still fail with SQLITE_BUSY
     // after this event, and the connection must not call into freed state.
@@ -246,6 +339,8 @@ unsafe fn close(state: *mut ConnState, db: *mut ffi::sqlite3) {
         .fetch_add(1, Ordering::Relaxed);
     registry::lock(attached()).remove(&(db as usize));
     crate::resources::conn_closed(db, &state.cache);
+    let mut state = state;
+    state.retire_ring();
     // last connection of this database in the process: flush now, so short
     // processes (CLI jobs) leave their counts in the store
     if left == 0 && state.stats.has_store.load(Ordering::Relaxed) {
@@ -354,6 +449,19 @@ unsafe fn same_sql(cached: &[u8], x: *const u8) -> bool {
     n == cached.len() && std::slice::from_raw_parts(x, n) == cached
 }
 
+/// Whether a read-only statement's first run may be digested in the
+/// background: not when it starts with a comment or with R (REINDEX can be
+/// read-only yet is a maintenance event; ROLLBACK and RELEASE are rare).
+#[inline]
+fn deferrable_text(sql: &[u8]) -> bool {
+    let first = sql
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .copied()
+        .unwrap_or(b'-');
+    !matches!(first, b'-' | b'/' | b'R' | b'r')
+}
+
 #[inline]
 unsafe fn starts_with_comment(x: *const u8) -> bool {
     *x == b'-' && *x.add(1) == b'-'
@@ -368,7 +476,20 @@ unsafe fn stmt_counters(stmt: *mut ffi::sqlite3_stmt) -> [u32; 4] {
     v
 }
 
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        self.retire_ring();
+    }
+}
+
 impl ConnState {
+    /// Digest what this connection queued and stop queueing.
+    fn retire_ring(&mut self) {
+        if let Some(r) = self.ring.take() {
+            crate::digest::retire(&r);
+        }
+    }
+
     /// The slot of `key`, through the one-entry cache. The returned reference
     /// is not tied to `self`: callers must not change `slots` while using it.
     #[inline]
@@ -390,6 +511,8 @@ impl ConnState {
         if x.is_null() || config::get(Key::Capture) == 0 {
             return;
         }
+        // first: the TSC read's latency overlaps the lookup below
+        let now = crate::clock::ticks();
         // a step error logged before this statement started is not its own
         errlog::drop_pending();
         let xb = x as *const u8;
@@ -404,10 +527,17 @@ impl ConnState {
                 return; // a trigger body line of this running statement
             }
             if same_sql(&slot.sql, sqlp) {
-                if slot.entry.meta.event.is_some() {
-                    slot.before = read_before(self.db, &slot.entry.meta.event);
+                if slot.entry.is_none() {
+                    // second run of a text digested in the background:
+                    // it is reused, normalize it now
+                    self.resolve(key);
+                    // the run starts after our normalization
+                    return self.start_run(key, crate::clock::ticks());
                 }
-                slot.start = Some(crate::clock::ticks());
+                if slot.event {
+                    return self.start_run(key, now);
+                }
+                slot.start = Some(now);
                 slot.rows = 0;
                 errlog::set_thread_db(&self.stats);
                 return;
@@ -421,41 +551,103 @@ impl ConnState {
                 return;
             }
         }
-        self.miss(stmt, sqlp as *const c_char);
+        self.miss(stmt, sqlp as *const c_char, now);
     }
 
+    /// Start a run of a statement whose slot is resolved (event statements
+    /// read what their event needs from before the run).
     #[cold]
-    unsafe fn miss(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char) {
-        let bytes = CStr::from_ptr(x).to_bytes();
-        let n = normalize::normalize(bytes);
-        let entry = self.stats.entry_for(n.fingerprint, &n.text);
-        let tags = (!n.tags.is_empty()).then(|| Arc::from(normalize::tags_json(&n.tags)));
-        let before = if entry.meta.event.is_some() {
-            read_before(self.db, &entry.meta.event)
-        } else {
-            (None, None)
+    #[inline(never)]
+    unsafe fn start_run(&mut self, key: usize, now: u64) {
+        let db = self.db;
+        let Some(slot) = self.slot(key) else {
+            return;
         };
-        self.last_slot = std::ptr::null_mut();
-        if self.slots.len() >= MAX_CACHED_STMTS {
-            self.slots.retain(|_, s| s.start.is_some());
+        if let Some(e) = slot.entry.as_ref().filter(|_| slot.event) {
+            slot.before = read_before(db, &e.meta.event);
+            // the run starts after our own reads
+            slot.start = Some(crate::clock::ticks());
+        } else {
+            slot.start = Some(now);
         }
+        slot.rows = 0;
         errlog::set_thread_db(&self.stats);
-        let prev = stmt_counters(stmt);
-        self.slots.insert(
-            stmt as usize,
-            Slot {
-                sql: bytes.into(),
-                entry,
-                tags,
-                stmt_tags: n.tags,
-                start: Some(crate::clock::ticks()),
-                rows: 0,
-                prev,
-                act: Vec::new(),
-                act_gen: u64::MAX,
-                before,
-            },
-        );
+    }
+
+    /// A statement text this connection has not run under this stmt pointer.
+    /// Read-only statements (never events) on an untagged connection are
+    /// digested in the background at the end of their first run; the rest
+    /// are normalized here.
+    #[inline(never)]
+    unsafe fn miss(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char, now: u64) {
+        let bytes = CStr::from_ptr(x).to_bytes();
+        let key = stmt as usize;
+        let defer = bytes.len() <= crate::digest::MAX_DEFERRED_TEXT_BYTES
+            && deferrable_text(bytes)
+            && self.tags.gen.load(Ordering::Relaxed) == 0
+            && ffi::sqlite3_stmt_readonly(stmt) != 0;
+        // counters this stmt ran up before we saw it (none when it is new)
+        let prev = if ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_RUN, 0) == 0 {
+            [0; 4]
+        } else {
+            stmt_counters(stmt)
+        };
+        if let Some(slot) = self.slot(key) {
+            slot.reset_to(bytes);
+        } else {
+            self.last_slot = std::ptr::null_mut();
+            if self.slots.len() >= MAX_CACHED_STMTS {
+                self.slots.retain(|_, s| s.start.is_some());
+            }
+            let mut slot = Slot::empty();
+            slot.sql.extend_from_slice(bytes);
+            self.slots.insert(key, slot);
+        }
+        if let Some(slot) = self.slot(key) {
+            slot.prev = prev;
+        }
+        if defer {
+            if let Some(slot) = self.slot(key) {
+                slot.start = Some(now);
+                slot.rows = 0;
+            }
+            errlog::set_thread_db(&self.stats);
+        } else {
+            self.resolve(key);
+            self.start_run(key, crate::clock::ticks());
+        }
+    }
+
+    /// Queue a first run for the digest thread.
+    #[inline(never)]
+    unsafe fn defer(&mut self, run: &crate::digest::Run) {
+        let ring = self
+            .ring
+            .get_or_insert_with(|| crate::digest::Ring::new(self.stats.clone()));
+        if !ring.push(run) {
+            crate::digest::push_slow(ring, run);
+        }
+        if crate::resources::sample_due(&self.cache) {
+            crate::resources::sample_conn(self.db, &self.cache);
+        }
+    }
+
+    /// Normalize the slot's text and attach it to its fingerprint.
+    #[cold]
+    #[inline(never)]
+    unsafe fn resolve(&mut self, key: usize) {
+        let stats = self.stats.clone();
+        let Some(slot) = self.slot(key) else {
+            return;
+        };
+        let n = normalize::normalize(&slot.sql);
+        let entry = stats.entry_for(n.fingerprint, &n.text);
+        slot.tags = (!n.tags.is_empty()).then(|| Arc::from(normalize::tags_json(&n.tags)));
+        slot.stmt_tags = n.tags;
+        slot.event = entry.meta.event.is_some();
+        slot.act.clear();
+        slot.act_gen = u64::MAX;
+        slot.entry = Some(entry);
     }
 
     #[inline]
@@ -479,18 +671,19 @@ impl ConnState {
             return;
         };
         let cur = stmt_counters(stmt);
+        // a stmt in its first run (RUN counts runs, including this one)
+        // counted from zero: a new stmt that reuses a finalized one's
+        // pointer and text must not be diffed against the old counters
+        let fresh = ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_RUN, 0) <= 1;
         let mut d = [0u64; 4];
         for i in 0..4 {
-            d[i] = if cur[i] >= slot.prev[i] {
-                (cur[i] - slot.prev[i]) as u64
+            d[i] = if fresh || cur[i] < slot.prev[i] {
+                cur[i] as u64 // new, or re-prepared: counters restarted
             } else {
-                cur[i] as u64 // the statement was re-prepared: counters restarted
+                (cur[i] - slot.prev[i]) as u64
             };
         }
         slot.prev = cur;
-        if slot.entry.is_dead() {
-            slot.entry = self.stats.revive(&slot.entry.meta);
-        }
         let mut exec = Exec {
             duration_ns: crate::clock::ticks_to_ns(end.saturating_sub(start)),
             at: crate::clock::stamp_of_ticks(end),
@@ -520,30 +713,48 @@ impl ConnState {
             }
             None => None,
         };
+        if let Some(e) = slot.entry.as_ref().filter(|e| e.is_dead()) {
+            let meta = e.meta.clone();
+            slot.entry = Some(self.stats.revive(&meta));
+        }
+        if slot.entry.is_none() {
+            if failure.is_none() && self.tags.gen.load(Ordering::Relaxed) == 0 {
+                // first run of a read-only text: digest it in the background
+                let run = crate::digest::Run {
+                    text: &slot.sql,
+                    start,
+                    end,
+                    rows: slot.rows,
+                    counters: d,
+                };
+                return self.defer(&run);
+            }
+            // a failed (or tagged) first run: normalize it now
+            self.resolve(stmt as usize);
+        }
+        let Some(slot) = self.slot(stmt as usize) else {
+            return;
+        };
         if slot.act_gen != self.tags.gen.load(Ordering::Acquire) {
             Self::resolve_activity(&self.stats, &self.tags, slot);
         }
+        let Some(entry) = slot.entry.as_ref() else {
+            return;
+        };
         match failure {
             None => {
-                if slot.entry.meta.fast.kind.is_dml() {
+                if entry.meta.fast.kind.is_dml() {
                     exec.rows_affected = ffi::sqlite3_changes(self.db).max(0) as u64;
                 }
-                slot.entry.record(&exec, slot.tags.as_ref());
+                entry.record(&exec, slot.tags.as_ref());
                 for a in &slot.act {
                     registry::lock(&a.stats).add_exec(&exec);
                 }
-                if slot.entry.meta.event.is_some() {
+                if slot.event {
                     self.record_event(stmt as usize, &exec);
                 }
             }
-            Some(f) => {
-                for a in &slot.act {
-                    let mut s = registry::lock(&a.stats);
-                    s.add_exec(&exec);
-                    s.errors += 1;
-                }
-                self.record_failure(stmt as usize, &exec, f)
-            }
+            Some(f) => self.record_failure(stmt as usize, &exec, f),
         }
         if crate::resources::sample_due(&self.cache) {
             crate::resources::sample_conn(self.db, &self.cache);
@@ -551,6 +762,7 @@ impl ConnState {
     }
 
     #[cold]
+    #[inline(never)]
     fn resolve_activity(stats: &DbStats, tags: &ConnTags, slot: &mut Slot) {
         let gen = tags.gen.load(Ordering::Acquire);
         if gen == 0 && slot.stmt_tags.is_empty() {
@@ -572,18 +784,22 @@ impl ConnState {
     /// maintenance, migration write): record it. Rare; may read the
     /// connection's own pragmas (nested, not captured).
     #[cold]
+    #[inline(never)]
     unsafe fn record_event(&mut self, key: usize, exec: &Exec) {
         let Some(slot) = self.slots.get(&key) else {
             return;
         };
-        let Some(class) = slot.entry.meta.event.clone() else {
+        let Some(entry) = slot.entry.as_ref() else {
+            return;
+        };
+        let Some(class) = entry.meta.event.clone() else {
             return;
         };
         let conn_tags = self.tags.get();
         let eff = activity::effective(&conn_tags, &slot.stmt_tags);
         let mut e = EventRecord::new(&self.stats.path, "", "");
         e.at_unix_ms = crate::clock::stamp_unix_ms(exec.at);
-        e.statement = Some(slot.entry.meta.query.clone());
+        e.statement = Some(entry.meta.query.clone());
         e.tags = (!eff.is_empty()).then(|| normalize::tags_json(&eff));
         match &class {
             EventClass::SchemaChange {
@@ -615,7 +831,7 @@ impl ConnState {
             }
             EventClass::Maintenance(what) => {
                 e.kind = (*what).into();
-                e.object = slot.entry.meta.fast.tables.first().cloned();
+                e.object = entry.meta.fast.tables.first().cloned();
             }
             EventClass::MigrationWrite { tool, table } => {
                 e.kind = "migration".into();
@@ -628,13 +844,22 @@ impl ConnState {
     }
 
     #[cold]
+    #[inline(never)]
     fn record_failure(&mut self, key: usize, exec: &Exec, f: errlog::Failure) {
         let Some(slot) = self.slots.get(&key) else {
             return;
         };
+        for a in &slot.act {
+            let mut s = registry::lock(&a.stats);
+            s.add_exec(exec);
+            s.errors += 1;
+        }
+        let Some(entry) = slot.entry.as_ref() else {
+            return;
+        };
         let busy = f.code & 0xff == ffi::SQLITE_BUSY;
         crate::connections::note_failure(&self.stats, f.code);
-        slot.entry.record_error(Some(exec), &f.message, busy);
+        entry.record_error(Some(exec), &f.message, busy);
         let sample = (config::get(Key::SampleRawSql) != 0).then(|| {
             registry::truncate(
                 &String::from_utf8_lossy(&slot.sql),
@@ -645,9 +870,9 @@ impl ConnState {
         registry::registry().push_error(ErrorRecord {
             at_unix_ms: crate::clock::stamp_unix_ms(exec.at),
             database: self.stats.path.clone(),
-            fingerprint: Some(slot.entry.meta.fingerprint),
-            query: Some(slot.entry.meta.query.clone()),
-            kind: Some(slot.entry.meta.fast.kind),
+            fingerprint: Some(entry.meta.fingerprint),
+            query: Some(entry.meta.query.clone()),
+            kind: Some(entry.meta.fast.kind),
             code: f.code & 0xff,
             extended_code: f.code,
             message: f.message,

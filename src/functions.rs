@@ -185,6 +185,34 @@ pub fn register(conn: &Connection) -> Result<()> {
         Ok(tags.get().into_iter().find(|(k, _)| k == key).map(|(_, v)| v))
     })?;
 
+    conn.create_scalar_function("insights_capture", -1, direct, |ctx| {
+        check_args(ctx, "insights_capture", 0, 1)?;
+        let db = unsafe { ctx.get_connection()?.handle() };
+        if ctx.len() == 1 {
+            let on = match ctx.get_raw(0) {
+                ValueRef::Integer(i @ (0 | 1)) => i == 1,
+                _ => {
+                    return Err(err(
+                        "insights_capture: enabled must be 0 (off) or 1 (on) for this connection"
+                            .into(),
+                    ))
+                }
+            };
+            if on {
+                if capture::conn_tags(db).is_some() {
+                    if !unsafe { capture::hook_active(db) } {
+                        return Err(err("insights_capture: the application replaced this connection's trace hook (one per connection); capture stays off".into()));
+                    }
+                } else {
+                    unsafe { capture::attach(db, false) };
+                }
+            } else {
+                unsafe { capture::detach(db) };
+            }
+        }
+        Ok(unsafe { capture::hook_active(db) } as i64)
+    })?;
+
     conn.create_scalar_function("insights_config", -1, direct, |ctx| {
         check_args(ctx, "insights_config", 0, 2)?;
         if ctx.is_empty() {
@@ -326,6 +354,12 @@ pub fn debug_json(caller_db: &str) -> String {
         "store": store_json(&caller),
         "env_notes": lock(&ENV_NOTES).clone(),
         "connections_instrumented": capture::attached_count(),
+        "digest": {
+            "deferred_runs": crate::digest::DEFERRED.load(Ordering::Relaxed),
+            "inline_runs": crate::digest::INLINE.load(Ordering::Relaxed),
+            "wakeups": crate::digest::WAKEUPS.load(Ordering::Relaxed),
+            "queued_words": crate::digest::queued(),
+        },
         "databases": dbs,
         "errors_total": r.errors_total.load(Ordering::Relaxed),
         "internal_errors": r.internal_errors.load(Ordering::Relaxed),

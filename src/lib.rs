@@ -21,6 +21,7 @@ pub mod config;
 pub mod connections;
 pub mod connections_vtab;
 pub mod db_vtab;
+pub mod digest;
 pub mod errlog;
 pub mod errors_vtab;
 pub mod events;
@@ -74,6 +75,7 @@ pub const REGISTRATIONS: &[Registration] = &[
     Registration::Function("insights_fingerprint"),
     Registration::Function("insights_flush"),
     Registration::Function("insights_tag"),
+    Registration::Function("insights_capture"),
     Registration::Table("insights_queries"),
     Registration::Table("insights_errors"),
     Registration::Table("insights_info"),
@@ -166,6 +168,7 @@ unsafe fn init(
         store::on_flush_round(alerts::evaluate);
         store::on_flush_round(connections::on_flush_round);
         store::start_flusher();
+        digest::start();
         errlog::install_runtime(p_api);
         let f: unsafe extern "C" fn() =
             std::mem::transmute::<*const (), unsafe extern "C" fn()>(auto_entry as *const ());

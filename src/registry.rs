@@ -179,10 +179,13 @@ impl Agg {
             self.min_ns = self.min_ns.min(e.duration_ns);
             self.max_ns = self.max_ns.max(e.duration_ns);
         }
-        if self.first_seen == 0 {
-            self.first_seen = e.at.max(1);
+        // runs can arrive out of order (first runs digested in the
+        // background land after later runs recorded in place)
+        let at = e.at.max(1);
+        if self.first_seen == 0 || at < self.first_seen {
+            self.first_seen = at;
         }
-        self.last_seen = e.at.max(1);
+        self.last_seen = self.last_seen.max(at);
         self.calls += 1;
         self.timed += 1;
         self.total_ns += e.duration_ns;
@@ -228,6 +231,30 @@ pub struct Exec {
     pub autoindexes: u64,
 }
 
+/// Hasher for keys that are already spread out (fingerprints are FNV-1a 64,
+/// stmt pointers are heap addresses): one multiply instead of SipHash.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+/// Fingerprint → entry.
+pub type EntryMap = HashMap<u64, Arc<Entry>, std::hash::BuildHasherDefault<KeyHasher>>;
+
 pub struct Entry {
     pub meta: Arc<Meta>,
     pub stats: Mutex<Agg>,
@@ -272,7 +299,7 @@ impl Entry {
             if s.first_seen == 0 {
                 s.first_seen = now;
             }
-            s.last_seen = now;
+            s.last_seen = s.last_seen.max(now);
         }
         s.errors += 1;
         if busy {
@@ -296,7 +323,7 @@ pub fn truncate(s: &str, max: usize) -> &str {
 /// Aggregates of one database file.
 pub struct DbStats {
     pub path: String,
-    entries: Mutex<HashMap<u64, Arc<Entry>>>,
+    entries: Mutex<EntryMap>,
     pub evictions: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_opened: AtomicU64,
@@ -320,7 +347,7 @@ pub struct DbStats {
 impl DbStats {
     fn new(path: String) -> Self {
         DbStats {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(EntryMap::default()),
             evictions: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             connections_opened: AtomicU64::new(0),
@@ -371,6 +398,7 @@ impl DbStats {
     }
 
     pub fn len(&self) -> usize {
+        crate::digest::drain();
         lock(&self.entries).len()
     }
 
@@ -380,6 +408,7 @@ impl DbStats {
 
     /// A consistent copy of every entry's meta and counters.
     pub fn snapshot(&self) -> Vec<(Arc<Meta>, Agg)> {
+        crate::digest::drain();
         let entries: Vec<Arc<Entry>> = lock(&self.entries).values().cloned().collect();
         entries
             .into_iter()
@@ -393,6 +422,8 @@ impl DbStats {
 
     /// Remove every entry (or one fingerprint); returns how many were removed.
     pub fn reset(&self, fingerprint: Option<u64>) -> usize {
+        // runs that finished before the reset are digested before it
+        crate::digest::drain();
         let mut map = lock(&self.entries);
         let removed: Vec<Arc<Entry>> = match fingerprint {
             None => map.drain().map(|(_, e)| e).collect(),
@@ -432,6 +463,7 @@ impl DbStats {
 
     /// Live entries (for the flusher and readers).
     pub fn live_entries(&self) -> Vec<Arc<Entry>> {
+        crate::digest::drain();
         lock(&self.entries).values().cloned().collect()
     }
 
@@ -462,7 +494,7 @@ fn truncate_query(normalized: &str) -> String {
 
 /// Evict the least used entries so that at most `max` remain after one more
 /// insertion; always at least EVICT_FRACTION of max. Returns them.
-fn evict_batch(map: &mut HashMap<u64, Arc<Entry>>, max: usize) -> Vec<Arc<Entry>> {
+fn evict_batch(map: &mut EntryMap, max: usize) -> Vec<Arc<Entry>> {
     let batch = ((max as f64 * EVICT_FRACTION).ceil() as usize).max(1);
     let want = (map.len() + 1)
         .saturating_sub(max)
@@ -663,7 +695,7 @@ mod tests {
 
     #[test]
     fn evict_batch_takes_five_percent_least_used() {
-        let mut map = HashMap::new();
+        let mut map = EntryMap::default();
         for fp in 0..100u64 {
             let e = Arc::new(Entry::new(Arc::new(Meta::new(fp, "SELECT 1".into()))));
             for _ in 0..fp {

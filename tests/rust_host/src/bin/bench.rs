@@ -1,11 +1,15 @@
 //! `make bench`: the cost of sqlite-insights in one process.
 //!
-//! Baseline connections are opened BEFORE the extension is loaded (once
-//! loaded, its auto-extension instruments every connection opened later),
-//! then the extension is loaded and the instrumented connections are
-//! opened. Each workload runs in alternating rounds (baseline first on even
-//! rounds, instrumented first on odd ones) so that machine noise hits both
-//! sides alike; the median round is reported.
+//! All three sides run on the SAME connections and the same prepared
+//! statements, switched between rounds: "without" has the extension's hook
+//! removed (`SELECT insights_capture(0)`), "floor" has a do-nothing
+//! `trace_v2` hook with the extension's event mask instead (SQLite's own
+//! share of any trace hook), "with" has the extension's hook back
+//! (`insights_capture(1)`). Separate connections differ by up to ±10% from
+//! where their memory lands alone, which would swamp a 100 ns budget. Each
+//! round runs the sides in a rotated order so that machine noise hits them
+//! alike; reported are the medians of the per-round differences and ratios
+//! (paired), next to the median ns/op of each side.
 //!
 //! Workloads (totals per side, split over the rounds):
 //!  a) prepared point select by primary key, 1M executions (rusqlite cached
@@ -159,7 +163,30 @@ fn run_adhoc(c: &Connection, sqls: &[String]) -> f64 {
     ns
 }
 
-struct Side {
+#[repr(C)]
+struct Rusage {
+    utime: [i64; 2],
+    stime: [i64; 2],
+    rest: [i64; 14],
+}
+
+extern "C" {
+    fn getrusage(who: c_int, usage: *mut Rusage) -> c_int;
+}
+
+/// CPU time of the whole process (every thread, the digest thread
+/// included), in ns.
+fn process_cpu_ns() -> f64 {
+    let mut u = Rusage {
+        utime: [0; 2],
+        stime: [0; 2],
+        rest: [0; 14],
+    };
+    unsafe { getrusage(0, &mut u) };
+    ((u.utime[0] + u.stime[0]) as f64) * 1e9 + ((u.utime[1] + u.stime[1]) as f64) * 1e3
+}
+
+struct Conns {
     point: Connection,
     insert: Connection,
     adhoc: Connection,
@@ -177,20 +204,95 @@ unsafe extern "C" fn noop_trace(
     0
 }
 
-fn install_noop_hook(c: &Connection) {
-    let mask = (ffi::SQLITE_TRACE_STMT
-        | ffi::SQLITE_TRACE_PROFILE
-        | ffi::SQLITE_TRACE_ROW
-        | ffi::SQLITE_TRACE_CLOSE) as c_uint;
-    let rc =
-        unsafe { ffi::sqlite3_trace_v2(c.handle(), mask, Some(noop_trace), std::ptr::null_mut()) };
-    assert_eq!(rc, ffi::SQLITE_OK);
+/// The least any exact per-execution capture must do, as a hook: read the
+/// TSC when a statement starts and when it ends, and read its five counters
+/// (VM steps, full-scan steps, sorts, automatic indexes, runs) at the end;
+/// no lookup, no text, no aggregation beyond one sum. Its cost on top of
+/// the do-nothing hook is the floor of what the extension can reach.
+unsafe extern "C" fn minimal_trace(
+    mask: c_uint,
+    ctx: *mut c_void,
+    p: *mut c_void,
+    _: *mut c_void,
+) -> c_int {
+    let acc = &mut *(ctx as *mut [u64; 8]);
+    match mask {
+        ffi::SQLITE_TRACE_STMT => acc[0] = core::arch::x86_64::_rdtsc(),
+        ffi::SQLITE_TRACE_ROW => acc[1] += 1,
+        ffi::SQLITE_TRACE_PROFILE => {
+            let end = core::arch::x86_64::_rdtsc();
+            let stmt = p as *mut ffi::sqlite3_stmt;
+            acc[2] += end.wrapping_sub(acc[0]);
+            for (i, op) in [
+                ffi::SQLITE_STMTSTATUS_VM_STEP,
+                ffi::SQLITE_STMTSTATUS_FULLSCAN_STEP,
+                ffi::SQLITE_STMTSTATUS_SORT,
+                ffi::SQLITE_STMTSTATUS_AUTOINDEX,
+                ffi::SQLITE_STMTSTATUS_RUN,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                acc[3 + i] = acc[3 + i].wrapping_add(ffi::sqlite3_stmt_status(stmt, op, 0) as u64);
+            }
+        }
+        _ => {}
+    }
+    0
 }
 
-fn open_side(tmp: &Path, name: &str) -> Side {
-    let s = Side {
+/// State of the minimal hook (leaked: a few bytes per connection).
+fn minimal_state() -> *mut c_void {
+    Box::into_raw(Box::new([0u64; 8])) as *mut c_void
+}
+
+/// Put connection `c` on side `side`: no hook, the do-nothing hook, or the
+/// extension's hook.
+fn switch_side(c: &Connection, side: usize) {
+    let capture = |on: i64| {
+        let got: i64 = c
+            .query_row("SELECT insights_capture(?1)", [on], |r| r.get(0))
+            .expect("insights_capture");
+        assert_eq!(got, on, "insights_capture({on}) took effect");
+    };
+    unsafe { ffi::sqlite3_trace_v2(c.handle(), 0, None, std::ptr::null_mut()) };
+    match side {
+        WITHOUT => {}
+        FLOOR | MINIMAL => {
+            let mask = (ffi::SQLITE_TRACE_STMT
+                | ffi::SQLITE_TRACE_PROFILE
+                | ffi::SQLITE_TRACE_ROW
+                | ffi::SQLITE_TRACE_CLOSE) as c_uint;
+            let rc = unsafe {
+                if side == FLOOR {
+                    ffi::sqlite3_trace_v2(c.handle(), mask, Some(noop_trace), std::ptr::null_mut())
+                } else {
+                    ffi::sqlite3_trace_v2(c.handle(), mask, Some(minimal_trace), minimal_state())
+                }
+            };
+            assert_eq!(rc, ffi::SQLITE_OK);
+        }
+        _ => capture(1),
+    }
+}
+
+/// Leave side WITH: the extension's hook off (removing it through the
+/// extension frees its per-connection state properly).
+fn leave_side(c: &Connection, side: usize) {
+    if side == WITH {
+        let got: i64 = c
+            .query_row("SELECT insights_capture(0)", [], |r| r.get(0))
+            .expect("insights_capture(0)");
+        assert_eq!(got, 0);
+    } else {
+        unsafe { ffi::sqlite3_trace_v2(c.handle(), 0, None, std::ptr::null_mut()) };
+    }
+}
+
+fn open_conns(tmp: &Path) -> Conns {
+    let s = Conns {
         point: Connection::open_in_memory().unwrap(),
-        insert: open_insert_db(&tmp.join(format!("{name}.db"))),
+        insert: open_insert_db(&tmp.join("bench.db")),
         adhoc: Connection::open_in_memory().unwrap(),
     };
     setup_select_db(&s.point);
@@ -198,31 +300,12 @@ fn open_side(tmp: &Path, name: &str) -> Side {
     s
 }
 
-fn cache_hit_miss(c: &Connection) -> (i32, i32) {
-    let (mut hit, mut miss, mut hi) = (0, 0, 0);
-    unsafe {
-        ffi::sqlite3_db_status(
-            c.handle(),
-            ffi::SQLITE_DBSTATUS_CACHE_HIT,
-            &mut hit,
-            &mut hi,
-            0,
-        );
-        ffi::sqlite3_db_status(
-            c.handle(),
-            ffi::SQLITE_DBSTATUS_CACHE_MISS,
-            &mut miss,
-            &mut hi,
-            0,
-        );
-    }
-    (hit, miss)
-}
-
 /// Sides, in the order of their sample slots.
 const WITHOUT: usize = 0;
 const FLOOR: usize = 1;
 const WITH: usize = 2;
+const MINIMAL: usize = 3;
+const SIDES: usize = 4;
 
 fn main() {
     let so = so_path();
@@ -236,7 +319,7 @@ fn main() {
     }
     let so = std::fs::canonicalize(&so).unwrap_or(so);
     let kind = build_kind(&so);
-    let rounds = (env_num("BENCH_ROUNDS", 10.0) as usize).max(3);
+    let rounds = (env_num("BENCH_ROUNDS", 30.0) as usize).max(3);
     let scale = env_num("BENCH_SCALE", 1.0).max(0.001);
     let strict = std::env::var("BENCH_STRICT")
         .map(|v| v == "1")
@@ -267,42 +350,18 @@ fn main() {
          {insert_total} inserts, {adhoc_total} ad-hoc statements"
     );
 
-    // 1. the uninstrumented sides, opened before anything is loaded: plain,
-    //    and with a do-nothing trace hook (the floor any trace_v2 hook pays)
-    let without = open_side(&tmp, "without");
-    let floor = open_side(&tmp, "floor");
-    for c in [&floor.point, &floor.insert, &floor.adhoc] {
-        install_noop_hook(c);
-    }
-
-    // 2. load the extension (this also registers the auto-extension)
+    // 1. load the extension (this also registers the auto-extension), then
+    //    open the connections: all instrumented, switched per side below
     let loader = Connection::open_in_memory().unwrap();
     if let Err(e) = load_extension(&loader) {
         eprintln!("bench: cannot load {}: {e}", so.display());
         std::process::exit(2);
     }
-
-    // 3. the instrumented side
-    let with = open_side(&tmp, "with");
-
-    for c in [
-        &without.point,
-        &without.insert,
-        &without.adhoc,
-        &floor.point,
-        &floor.insert,
-        &floor.adhoc,
-    ] {
-        if c.query_row("SELECT insights_version()", [], |r| r.get::<_, String>(0))
-            .is_ok()
-        {
-            eprintln!("bench: a baseline connection is instrumented; the comparison would be void");
-            std::process::exit(1);
-        }
-    }
-    for c in [&with.point, &with.insert, &with.adhoc] {
+    let conns = open_conns(&tmp);
+    for c in [&conns.point, &conns.insert, &conns.adhoc] {
         c.query_row("SELECT insights_version()", [], |r| r.get::<_, String>(0))
             .expect("instrumented connection has the extension");
+        leave_side(c, WITH);
     }
     let debug: serde_json::Value = serde_json::from_str(
         &loader
@@ -324,37 +383,55 @@ fn main() {
         .collect();
 
     // warm-up (caches, page cache, branch predictors, allocator)
-    let sides = [&without, &floor, &with];
     let warm_point = 20_000usize;
     let warm_adhoc = 2_000usize.min(adhoc_sqls.len());
-    for side in sides {
-        run_point(&side.point, warm_point, 7);
-        run_adhoc(&side.adhoc, &adhoc_sqls[..warm_adhoc]);
-        run_insert(&side.insert, 2 * TXN_ROWS, 1_000_000);
+    let mut insert_round = 1_000_000usize;
+    for side in [WITHOUT, FLOOR, WITH, MINIMAL] {
+        for c in [&conns.point, &conns.adhoc, &conns.insert] {
+            switch_side(c, side);
+        }
+        run_point(&conns.point, warm_point, 7);
+        run_adhoc(&conns.adhoc, &adhoc_sqls[..warm_adhoc]);
+        run_insert(&conns.insert, 2 * TXN_ROWS, insert_round);
+        insert_round += 1;
+        for c in [&conns.point, &conns.adhoc, &conns.insert] {
+            leave_side(c, side);
+        }
     }
 
     // samples[workload][side]: ns/op of each round
-    let mut samples: [[Vec<f64>; 3]; 3] = Default::default();
+    let mut samples: [[Vec<f64>; SIDES]; 3] = Default::default();
+    let mut adhoc_cpu: [Vec<f64>; SIDES] = Default::default();
     let t_all = Instant::now();
     for round in 0..rounds {
         // rotate the order every round: each side runs first, middle, last
-        let order: Vec<usize> = (0..3).map(|k| (k + round) % 3).collect();
+        let order: Vec<usize> = (0..SIDES).map(|k| (k + round) % SIDES).collect();
         for &w in &order {
-            samples[0][w].push(run_point(&sides[w].point, point_n, 1000 + round as u64));
+            switch_side(&conns.point, w);
+            samples[0][w].push(run_point(&conns.point, point_n, 1000 + round as u64));
+            leave_side(&conns.point, w);
         }
         for &w in &order {
-            samples[1][w].push(run_insert(&sides[w].insert, insert_n, round));
+            switch_side(&conns.insert, w);
+            samples[1][w].push(run_insert(&conns.insert, insert_n, insert_round));
+            insert_round += 1;
+            leave_side(&conns.insert, w);
         }
         for &w in &order {
-            samples[2][w].push(run_adhoc(&sides[w].adhoc, &adhoc_sqls));
+            switch_side(&conns.adhoc, w);
+            let cpu0 = process_cpu_ns();
+            samples[2][w].push(run_adhoc(&conns.adhoc, &adhoc_sqls));
+            // every side: a read of the statistics, which digests whatever
+            // the background has not yet, so the CPU it costs is counted here
+            let _: i64 = conns
+                .adhoc
+                .query_row("SELECT count(*) FROM insights_info", [], |r| r.get(0))
+                .unwrap();
+            adhoc_cpu[w].push((process_cpu_ns() - cpu0) / adhoc_sqls.len() as f64);
+            leave_side(&conns.adhoc, w);
         }
     }
     let elapsed = t_all.elapsed().as_secs_f64();
-    let cache = [
-        cache_hit_miss(&without.insert),
-        cache_hit_miss(&floor.insert),
-        cache_hit_miss(&with.insert),
-    ];
 
     // the instrumented side really counted every execution
     let calls = |c: &Connection, db: &str, sql: &str| -> i64 {
@@ -365,7 +442,7 @@ fn main() {
         )
         .unwrap()
     };
-    let with_db = with.insert.path().unwrap_or("").to_string();
+    let with_db = conns.insert.path().unwrap_or("").to_string();
     let checks = [
         (
             "point select",
@@ -410,7 +487,7 @@ fn main() {
     let ops = [point_n, insert_n, adhoc_n];
     println!();
     println!(
-        "{:<28} {:>10} {:>10} {:>9} {:>7}  {:<17} {:<7} {:>10}",
+        "{:<28} {:>10} {:>10} {:>9} {:>7}  {:<17} {:<7} {:>10} {:>10}",
         "workload",
         "ns/op w/o",
         "ns/op with",
@@ -418,7 +495,8 @@ fn main() {
         "ratio",
         "target",
         "verdict",
-        "hook floor"
+        "hook floor",
+        "min. exact"
     );
     let mut results = vec![];
     let mut all_pass = counted_ok && internal_errors == 0;
@@ -432,8 +510,25 @@ fn main() {
                 .map(|(a, b)| a - b)
                 .collect::<Vec<_>>(),
         );
-        let added = m_with - m_without;
-        let ratio = m_with / m_without;
+        // Paired per round: the three sides of a round run within a few
+        // tens of milliseconds of each other, while this shared VM's speed
+        // drifts by up to 2x over seconds; the median of the per-round
+        // differences is robust to that drift, the difference of medians
+        // is not.
+        let pair = |w: usize, f: &dyn Fn(f64, f64) -> f64| {
+            median(
+                &mut samples[i][w]
+                    .iter()
+                    .zip(&samples[i][WITHOUT])
+                    .map(|(a, b)| f(*a, *b))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let added = pair(WITH, &|a, b| a - b);
+        let ratio = pair(WITH, &|a, b| a / b);
+        let floor_added = pair(FLOOR, &|a, b| a - b);
+        let minimal_added = pair(MINIMAL, &|a, b| a - b);
+        let minimal_ratio = pair(MINIMAL, &|a, b| a / b);
         let (target, pass) = if i == 2 {
             (
                 format!("ratio <= {TARGET_ADHOC_RATIO:.2}"),
@@ -447,7 +542,7 @@ fn main() {
         };
         all_pass &= pass;
         println!(
-            "{:<28} {:>10.1} {:>10.1} {:>9.1} {:>7.3}  {:<17} {:<7} {:>+10.1}",
+            "{:<28} {:>10.1} {:>10.1} {:>9.1} {:>7.3}  {:<17} {:<7} {:>+10.1} {:>+10.1}",
             names[i],
             m_without,
             m_with,
@@ -455,7 +550,8 @@ fn main() {
             ratio,
             target,
             if pass { "PASS" } else { "MISS" },
-            m_floor - m_without,
+            floor_added,
+            minimal_added,
         );
         results.push(json!({
             "workload": keys[i],
@@ -470,14 +566,38 @@ fn main() {
             "target": target,
             "pass": pass,
             "ns_per_op_noop_hook": m_floor,
-            "hook_floor_added_ns": m_floor - m_without,
+            "hook_floor_added_ns": floor_added,
+            "minimal_exact_capture_added_ns": minimal_added,
+            "minimal_exact_capture_ratio": minimal_ratio,
+            "rounds_minimal_hook_ns": samples[i][MINIMAL],
             "extension_added_over_floor_ns": m_with - m_floor,
             "rounds_without_ns": samples[i][WITHOUT],
             "rounds_noop_hook_ns": samples[i][FLOOR],
             "rounds_with_ns": samples[i][WITH],
         }));
     }
-    println!("  (hook floor: ns/op added by a do-nothing trace_v2 hook with the same event mask, SQLite's own share)");
+    let cpu_pair = median(
+        &mut adhoc_cpu[WITH]
+            .iter()
+            .zip(&adhoc_cpu[WITHOUT])
+            .map(|(a, b)| a / b)
+            .collect::<Vec<_>>(),
+    );
+    println!(
+        "  ad-hoc CPU time of the whole process (all threads, digest included): {:.1} -> {:.1} ns/statement, ratio {:.3}",
+        median(&mut adhoc_cpu[WITHOUT].clone()),
+        median(&mut adhoc_cpu[WITH].clone()),
+        cpu_pair
+    );
+    if let Ok(d) = serde_json::from_str::<serde_json::Value>(
+        &loader
+            .query_row("SELECT insights_debug()", [], |r| r.get::<_, String>(0))
+            .unwrap(),
+    ) {
+        println!("  digest: {}", d["digest"]);
+    }
+    println!("  (hook floor: ns/op added by a do-nothing trace_v2 hook with the same event mask, SQLite's own share;");
+    println!("   min. exact: a hook doing only what exact capture cannot skip: two TSC reads and five counters)");
     println!();
     println!(
         "measured in {elapsed:.1} s; instrumented side counted every execution: {}; internal_errors: {internal_errors}",
@@ -507,16 +627,15 @@ fn main() {
         "internal_errors": internal_errors,
         "targets": { "added_ns_per_prepared_execution": TARGET_ADDED_NS, "adhoc_max_ratio": TARGET_ADHOC_RATIO },
         "verdict": if all_pass { "pass" } else { "miss" },
-        "insert_page_cache_hit_miss": { "without": cache[WITHOUT], "noop_hook": cache[FLOOR], "with": cache[WITH] },
+        "method": "one set of connections and prepared statements, switched per round between no hook, a do-nothing hook and the extension's hook",
         "results": results,
+        "adhoc_process_cpu_ns_per_statement": { "without": adhoc_cpu[WITHOUT], "noop_hook": adhoc_cpu[FLOOR], "with": adhoc_cpu[WITH], "minimal": adhoc_cpu[MINIMAL], "paired_ratio_median": cpu_pair },
     });
     let json_path = out_dir.join("bench.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report).unwrap())
         .expect("write bench.json");
     println!("results: {}", json_path.display());
-    drop(with);
-    drop(floor);
-    drop(without);
+    drop(conns);
     let _ = std::fs::remove_dir_all(&tmp);
     if !counted_ok || (strict && !all_pass) {
         std::process::exit(1);
