@@ -76,6 +76,11 @@ struct Slot {
     start: Option<u64>,
     rows: u64,
     prev: [u32; 4],
+    /// SQLITE_STMTSTATUS_RUN expected at this stmt's next STMT event (the
+    /// stmt-object check of the fast path).
+    runs: u32,
+    /// The entry's statements are INSERT/UPDATE/DELETE (rows affected).
+    dml: bool,
     /// Activity entries this statement feeds, for connection tag generation
     /// `act_gen` (u64::MAX: not resolved yet).
     act: Vec<Arc<ActEntry>>,
@@ -95,6 +100,8 @@ impl Slot {
             start: None,
             rows: 0,
             prev: [0; 4],
+            runs: 0,
+            dml: false,
             act: Vec::new(),
             act_gen: u64::MAX,
             before: (None, None),
@@ -107,6 +114,7 @@ impl Slot {
         self.sql.extend_from_slice(text);
         self.entry = None;
         self.event = false;
+        self.dml = false;
         self.tags = None;
         self.stmt_tags.clear();
         self.act.clear();
@@ -130,6 +138,9 @@ pub struct ConnState {
     /// Queue of first runs digested in the background (created at the first
     /// deferral).
     ring: Option<Arc<crate::digest::Ring>>,
+    /// Capture was switched off (insights_config('capture', 0)) since the
+    /// last STMT: slots are dropped when it comes back.
+    paused: bool,
 }
 
 thread_local! {
@@ -275,6 +286,7 @@ pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
         last_key: 0,
         last_slot: std::ptr::null_mut(),
         ring: None,
+        paused: false,
     });
     let raw = Box::into_raw(state);
     registry::lock(attached()).insert(
@@ -508,8 +520,19 @@ impl ConnState {
 
     #[inline]
     unsafe fn on_stmt(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char) {
-        if x.is_null() || config::get(Key::Capture) == 0 {
+        if x.is_null() {
             return;
+        }
+        if config::get(Key::Capture) == 0 {
+            // runs while paused are not seen: the run counters in our slots
+            // cannot be trusted afterwards
+            self.paused = true;
+            return;
+        }
+        if self.paused {
+            self.paused = false;
+            self.last_slot = std::ptr::null_mut();
+            self.slots.clear();
         }
         // first: the TSC read's latency overlaps the lookup below
         let now = crate::clock::ticks();
@@ -517,16 +540,41 @@ impl ConnState {
         errlog::drop_pending();
         let xb = x as *const u8;
         let key = stmt as usize;
+        // runs of this stmt before this one (SQLite counts it up after STMT)
+        let run = ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_RUN, 0) as u32;
+        if let Some(slot) = self.slot(key) {
+            if slot.start.is_some() && starts_with_comment(xb) {
+                return; // a trigger body line of this running statement
+            }
+            // Same stmt object as the slot's: every run of a stmt on this
+            // connection passes through here, so its run count is the one
+            // we left (a new stmt at a reused address starts from 0, the
+            // slot from 1).
+            if run == slot.runs && !slot.event && slot.entry.is_some() {
+                slot.runs = run.wrapping_add(1);
+                slot.start = Some(now);
+                slot.rows = 0;
+                errlog::set_thread_db(&self.stats);
+                return;
+            }
+        }
         // The statement's own text. X is that text for top-level statements;
         // a statement run from inside another one (e.g. by a user function)
         // arrives as "-- <sql>" on its own stmt pointer.
         let own = ffi::sqlite3_sql(stmt) as *const u8;
         let sqlp = if own.is_null() { xb } else { own };
         if let Some(slot) = self.slot(key) {
-            if slot.start.is_some() && starts_with_comment(xb) {
-                return; // a trigger body line of this running statement
-            }
             if same_sql(&slot.sql, sqlp) {
+                if run != slot.runs {
+                    // a new stmt with the same text, or runs we did not see
+                    // (a SQLITE_SCHEMA retry counts twice): restart the diff
+                    slot.prev = if run == 0 {
+                        [0; 4]
+                    } else {
+                        stmt_counters(stmt)
+                    };
+                }
+                slot.runs = run.wrapping_add(1);
                 if slot.entry.is_none() {
                     // second run of a text digested in the background:
                     // it is reused, normalize it now
@@ -534,13 +582,7 @@ impl ConnState {
                     // the run starts after our normalization
                     return self.start_run(key, crate::clock::ticks());
                 }
-                if slot.event {
-                    return self.start_run(key, now);
-                }
-                slot.start = Some(now);
-                slot.rows = 0;
-                errlog::set_thread_db(&self.stats);
-                return;
+                return self.start_run(key, now);
             }
         } else if starts_with_comment(xb) && sqlp != xb {
             // "-- <sql>" of a nested statement is a run; any other "-- ..."
@@ -551,7 +593,7 @@ impl ConnState {
                 return;
             }
         }
-        self.miss(stmt, sqlp as *const c_char, now);
+        self.miss(stmt, sqlp as *const c_char, now, run);
     }
 
     /// Start a run of a statement whose slot is resolved (event statements
@@ -579,7 +621,7 @@ impl ConnState {
     /// digested in the background at the end of their first run; the rest
     /// are normalized here.
     #[inline(never)]
-    unsafe fn miss(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char, now: u64) {
+    unsafe fn miss(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char, now: u64, run: u32) {
         let bytes = CStr::from_ptr(x).to_bytes();
         let key = stmt as usize;
         let defer = bytes.len() <= crate::digest::MAX_DEFERRED_TEXT_BYTES
@@ -587,7 +629,7 @@ impl ConnState {
             && self.tags.gen.load(Ordering::Relaxed) == 0
             && ffi::sqlite3_stmt_readonly(stmt) != 0;
         // counters this stmt ran up before we saw it (none when it is new)
-        let prev = if ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_RUN, 0) == 0 {
+        let prev = if run == 0 {
             [0; 4]
         } else {
             stmt_counters(stmt)
@@ -605,6 +647,7 @@ impl ConnState {
         }
         if let Some(slot) = self.slot(key) {
             slot.prev = prev;
+            slot.runs = run.wrapping_add(1);
         }
         if defer {
             if let Some(slot) = self.slot(key) {
@@ -645,6 +688,7 @@ impl ConnState {
         slot.tags = (!n.tags.is_empty()).then(|| Arc::from(normalize::tags_json(&n.tags)));
         slot.stmt_tags = n.tags;
         slot.event = entry.meta.event.is_some();
+        slot.dml = entry.meta.fast.kind.is_dml();
         slot.act.clear();
         slot.act_gen = u64::MAX;
         slot.entry = Some(entry);
@@ -670,15 +714,13 @@ impl ConnState {
             errlog::drop_pending();
             return;
         };
+        // counters are cumulative per stmt; `prev` is where this run began
+        // (restarted by on_stmt for a new stmt at a reused address)
         let cur = stmt_counters(stmt);
-        // a stmt in its first run (RUN counts runs, including this one)
-        // counted from zero: a new stmt that reuses a finalized one's
-        // pointer and text must not be diffed against the old counters
-        let fresh = ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_RUN, 0) <= 1;
         let mut d = [0u64; 4];
         for i in 0..4 {
-            d[i] = if fresh || cur[i] < slot.prev[i] {
-                cur[i] as u64 // new, or re-prepared: counters restarted
+            d[i] = if cur[i] < slot.prev[i] {
+                cur[i] as u64 // the application reset the counter
             } else {
                 (cur[i] - slot.prev[i]) as u64
             };
@@ -743,7 +785,7 @@ impl ConnState {
         };
         match failure {
             None => {
-                if entry.meta.fast.kind.is_dml() {
+                if slot.dml {
                     exec.rows_affected = ffi::sqlite3_changes(self.db).max(0) as u64;
                 }
                 entry.record(&exec, slot.tags.as_ref());

@@ -227,7 +227,7 @@ pub fn unmonitored_open_failures() -> Vec<(String, u64)> {
 /// Process counters of a database now: (busy, locked, open_failures).
 pub fn contention(db: &DbStats) -> (u64, u64, u64) {
     let f = failures_of(&db.path);
-    let agg_busy: u64 = db.live_entries().iter().map(|e| lock(&e.stats).busy).sum();
+    let agg_busy: u64 = db.live_entries().iter().map(|e| e.stats.lock().busy).sum();
     // the fingerprint counters are authoritative for BUSY (kept since the
     // last reset); the error-path counter covers evicted fingerprints
     let busy = agg_busy.max(f.busy.load(Ordering::Relaxed));

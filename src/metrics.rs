@@ -112,7 +112,7 @@ fn pending(
     let live = db.live_entries();
     let mut last = HashMap::with_capacity(live.len());
     for e in live {
-        let cur = lock(&e.stats).clone();
+        let cur = e.stats.lock().clone();
         let g = match t.last.get(&e.meta.fingerprint) {
             Some((pe, pa)) if Arc::ptr_eq(pe, &e) => growth(&cur, pa),
             _ => growth(&cur, &Agg::default()),

@@ -376,7 +376,7 @@ pub fn flush_db(db: &Arc<DbStats>) -> Result<usize, String> {
     let mut pending = Vec::new();
     let mut new_last: HashMap<u64, (Arc<Entry>, Agg)> = HashMap::with_capacity(live.len());
     for e in grave.iter().chain(live.iter()) {
-        let cur = lock(&e.stats).clone();
+        let cur = e.stats.lock().clone();
         let prev = match st.last.get(&e.meta.fingerprint) {
             Some((pe, pa)) if Arc::ptr_eq(pe, e) => pa.clone(),
             _ => Agg::default(),
@@ -713,7 +713,7 @@ pub fn totals_with_pending(db: &Arc<DbStats>) -> Option<Vec<(Arc<Meta>, Agg)>> {
         .map(|(m, a)| (m.fingerprint, (m, a)))
         .collect();
     for e in db.live_entries() {
-        let cur = lock(&e.stats).clone();
+        let cur = e.stats.lock().clone();
         let prev = match st.last.get(&e.meta.fingerprint) {
             Some((pe, pa)) if Arc::ptr_eq(pe, &e) => pa.clone(),
             _ => Agg::default(),
