@@ -474,6 +474,31 @@ fn deferrable_text(sql: &[u8]) -> bool {
     !matches!(first, b'-' | b'/' | b'R' | b'r')
 }
 
+/// Tables of the migration tools (`events::MIGRATION_TABLES`) all contain
+/// one of these: a write naming one may be a migration event.
+const MIGRATION_MARKERS: [&[u8]; 3] = [b"migrations", b"alembic_version", b"schema_history"];
+
+/// Whether a write's first run may be digested in the background: a plain
+/// INSERT/UPDATE/DELETE/REPLACE (no leading comment or WITH) that names no
+/// migration tool's table (those writes are events).
+fn deferrable_write(sql: &[u8]) -> bool {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let rest = &sql[start..];
+    let verb = [&b"INSERT"[..], b"UPDATE", b"DELETE", b"REPLACE"]
+        .iter()
+        .any(|v| {
+            rest.len() > v.len()
+                && rest[..v.len()].eq_ignore_ascii_case(v)
+                && !(rest[v.len()].is_ascii_alphanumeric() || rest[v.len()] == b'_')
+        });
+    verb && !MIGRATION_MARKERS
+        .iter()
+        .any(|m| sql.windows(m.len()).any(|w| w.eq_ignore_ascii_case(m)))
+}
+
 #[inline]
 unsafe fn starts_with_comment(x: *const u8) -> bool {
     *x == b'-' && *x.add(1) == b'-'
@@ -617,17 +642,23 @@ impl ConnState {
     }
 
     /// A statement text this connection has not run under this stmt pointer.
-    /// Read-only statements (never events) on an untagged connection are
-    /// digested in the background at the end of their first run; the rest
-    /// are normalized here.
+    /// Read-only statements (never events) and plain INSERT/UPDATE/DELETE/
+    /// REPLACE not naming a migration table (never events either) on an
+    /// untagged connection are digested in the background at the end of
+    /// their first run; the rest are normalized here.
     #[inline(never)]
     unsafe fn miss(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char, now: u64, run: u32) {
         let bytes = CStr::from_ptr(x).to_bytes();
         let key = stmt as usize;
+        let mut write = false;
         let defer = bytes.len() <= crate::digest::MAX_DEFERRED_TEXT_BYTES
-            && deferrable_text(bytes)
             && self.tags.gen.load(Ordering::Relaxed) == 0
-            && ffi::sqlite3_stmt_readonly(stmt) != 0;
+            && if ffi::sqlite3_stmt_readonly(stmt) != 0 {
+                deferrable_text(bytes)
+            } else {
+                write = deferrable_write(bytes);
+                write
+            };
         // counters this stmt ran up before we saw it (none when it is new)
         let prev = if run == 0 {
             [0; 4]
@@ -651,6 +682,8 @@ impl ConnState {
         }
         if defer {
             if let Some(slot) = self.slot(key) {
+                // a pending write reads its rows affected at the end
+                slot.dml = write;
                 slot.start = Some(now);
                 slot.rows = 0;
             }
@@ -761,12 +794,17 @@ impl ConnState {
         }
         if slot.entry.is_none() {
             if failure.is_none() && self.tags.gen.load(Ordering::Relaxed) == 0 {
-                // first run of a read-only text: digest it in the background
+                // first run of a text: digest it in the background
                 let run = crate::digest::Run {
                     text: &slot.sql,
                     start,
                     end,
                     rows: slot.rows,
+                    rows_affected: if slot.dml {
+                        ffi::sqlite3_changes(self.db).max(0) as u64
+                    } else {
+                        0
+                    },
                     counters: d,
                 };
                 return self.defer(&run);
@@ -921,5 +959,58 @@ impl ConnState {
             phase: "step",
             sample,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_first_runs_are_deferred() {
+        for sql in [
+            "SELECT 1",
+            "  select v from t where id = 3",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "VALUES (1)",
+        ] {
+            assert!(deferrable_text(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "-- c\nSELECT 1",
+            "/* c */ SELECT 1",
+            "REINDEX",
+            "rollback",
+            "",
+        ] {
+            assert!(!deferrable_text(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO log(msg) VALUES ('x')",
+            "  update t set a = 1 where id = 2",
+            "DELETE FROM t WHERE id = 9",
+            "REPLACE INTO t VALUES (1)",
+            "insert or ignore into t values (1)",
+        ] {
+            assert!(deferrable_write(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO alembic_version (version_num) VALUES ('ae1027a6acf')",
+            "UPDATE \"Alembic_Version\" SET version_num='x'",
+            "INSERT INTO django_migrations (app, name, applied) VALUES ('a', 'b', 'c')",
+            "INSERT INTO flyway_schema_history VALUES (1)",
+            "DELETE FROM knex_migrations",
+            "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
+            "CREATE TABLE t(a)",
+            "/* app='x' */ INSERT INTO t VALUES (1)",
+            "INSERTX",
+        ] {
+            assert!(!deferrable_write(sql.as_bytes()), "{sql}");
+        }
+        // every migration tool's table carries a marker
+        for (table, _) in crate::events::MIGRATION_TABLES {
+            let sql = format!("INSERT INTO {table} VALUES (1)");
+            assert!(!deferrable_write(sql.as_bytes()), "{sql}");
+        }
     }
 }

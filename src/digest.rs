@@ -4,7 +4,8 @@
 //! Rules:
 //! - Producer: a connection's trace hook (one writer per connection: SQLite
 //!   serializes a connection's calls). At the end of the first run of a
-//!   read-only statement text it copies the raw text and the run's figures
+//!   statement text that cannot be an event (read-only, or a plain write
+//!   naming no migration table) it copies the raw text and the run's figures
 //!   into the connection's own single-producer ring: no lock, no allocation
 //!   (the ring is allocated once, at the connection's first deferral), no
 //!   system call except one wake-up of the digest thread per quarter ring.
@@ -43,8 +44,8 @@ pub const MAX_DEFERRED_TEXT_BYTES: usize = 4096;
 const IDLE_WAKE_MS: u64 = 50;
 
 /// Header words of a record: len|text_len, start, end, rows, vm|fullscan,
-/// sorts|autoindexes.
-const HEADER_WORDS: usize = 6;
+/// sorts|autoindexes, rows affected.
+const HEADER_WORDS: usize = 7;
 
 /// Marker in the first word: the rest of the ring up to its end is unused.
 const SKIP: u64 = u64::MAX;
@@ -84,6 +85,8 @@ pub struct Run<'a> {
     pub start: u64,
     pub end: u64,
     pub rows: u64,
+    /// sqlite3_changes() after a write's run (0 for reads).
+    pub rows_affected: u64,
     pub counters: [u64; 4],
 }
 
@@ -162,6 +165,7 @@ impl Ring {
             run.counters[0].min(u32::MAX as u64) | (run.counters[1].min(u32::MAX as u64) << 32);
         *self.word(h + 5) =
             run.counters[2].min(u32::MAX as u64) | (run.counters[3].min(u32::MAX as u64) << 32);
+        *self.word(h + 6) = run.rows_affected;
         std::ptr::copy_nonoverlapping(
             run.text.as_ptr(),
             self.word(h + HEADER_WORDS as u64) as *mut u8,
@@ -206,13 +210,14 @@ impl Ring {
             }
             let words = (w0 & 0xffff_ffff) as usize;
             let text_len = (w0 >> 32) as usize;
-            let (start, end, rows, c01, c23) = unsafe {
+            let (start, end, rows, c01, c23, affected) = unsafe {
                 (
                     *self.word(tail + 1),
                     *self.word(tail + 2),
                     *self.word(tail + 3),
                     *self.word(tail + 4),
                     *self.word(tail + 5),
+                    *self.word(tail + 6),
                 )
             };
             let text = unsafe {
@@ -226,6 +231,7 @@ impl Ring {
                 start,
                 end,
                 rows,
+                rows_affected: affected,
                 counters: [c01 & 0xffff_ffff, c01 >> 32, c23 & 0xffff_ffff, c23 >> 32],
             };
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -248,7 +254,11 @@ pub fn digest(stats: &DbStats, run: &Run) {
         duration_ns: crate::clock::ticks_to_ns(run.end.saturating_sub(run.start)),
         at: crate::clock::stamp_of_ticks(run.end),
         rows_returned: run.rows,
-        rows_affected: 0, // only read-only statements are deferred
+        rows_affected: if entry.meta.fast.kind.is_dml() {
+            run.rows_affected
+        } else {
+            0
+        },
         vm_steps: run.counters[0],
         fullscan_steps: run.counters[1],
         sorts: run.counters[2],
@@ -343,6 +353,7 @@ mod tests {
             start: 10,
             end: 20,
             rows,
+            rows_affected: 3,
             counters: [7, 1, 0, 0],
         }
     }
@@ -379,6 +390,24 @@ mod tests {
         assert_eq!(rows, pushed + (0..20_000u64).map(|i| i % 5).sum::<u64>());
         let vm: u64 = snap.iter().map(|(_, a)| a.vm_steps).sum();
         assert_eq!(vm, 7 * (pushed + 20_000));
+        // rows affected count only for writes (these are SELECTs)
+        assert!(snap.iter().all(|(_, a)| a.rows_affected == 0));
+        let ring = Ring::new(stats.clone());
+        for i in 0..1000u64 {
+            let t = format!("INSERT INTO t VALUES ({i})");
+            assert!(unsafe { ring.push(&run(t.as_bytes(), 0)) });
+            if i % 100 == 99 {
+                drain();
+            }
+        }
+        retire(&ring);
+        let ins: u64 = stats
+            .snapshot()
+            .iter()
+            .filter(|(m, _)| m.query.starts_with("INSERT"))
+            .map(|(_, a)| a.rows_affected)
+            .sum();
+        assert_eq!(ins, 3000);
     }
 
     #[test]

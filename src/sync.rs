@@ -703,6 +703,10 @@ fn own_position(db: &str) -> Option<(String, &'static str)> {
     None
 }
 
+fn is_busy(e: &Error) -> bool {
+    matches!(e, Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy)
+}
+
 /// Write one beat with `conn`; returns the new sequence number.
 pub fn write_beat(
     conn: &Connection,
@@ -1263,8 +1267,17 @@ pub fn register(conn: &Connection) -> Result<()> {
         }
         let conn = unsafe { ctx.get_connection()? };
         let interval = config::get(Key::HeartbeatIntervalMs);
-        write_beat(&conn, &node_id(&db), interval, position)
-            .map_err(|e| err(format!("insights_heartbeat: {e}")))
+        let node = node_id(&db);
+        match write_beat(&conn, &node, interval, position.clone()) {
+            // In WAL mode the caller's own statement holds a read snapshot;
+            // when the background beat committed after it began, writing in
+            // that snapshot fails at once with SQLITE_BUSY(_SNAPSHOT) and no
+            // busy handler can help. A connection of our own is not bound
+            // to that snapshot.
+            Err(e) if is_busy(&e) => with_db(&db, |c| write_beat(c, &node, interval, position)),
+            r => r,
+        }
+        .map_err(|e| err(format!("insights_heartbeat: {e}")))
     })?;
 
     conn.create_scalar_function("insights_sync_report", -1, direct, |ctx| {

@@ -162,3 +162,31 @@ def test_same_text_reprepared_counts_each_run_apsw(run_py, venv_python):
     # the same plan per run: every run counted in full, reprepared or not
     assert vm1 == vm2 and vm1 >= 40 * 50
     assert fs1 == fs2 == 40 * 49
+
+
+def test_adhoc_writes_deferred_exact_and_migrations_still_events(run_py, db_path):
+    r = run_py("""
+        con = sqlite3.connect(ARGS["db"], isolation_level=None, cached_statements=0)
+        load(con)
+        con.execute("CREATE TABLE log(id INTEGER PRIMARY KEY, msg TEXT, n INT)")
+        con.execute("CREATE TABLE alembic_version(version_num TEXT)")
+        before = debug(con)["digest"]["deferred_runs"]
+        for i in range(500):
+            con.execute("INSERT INTO log(msg, n) VALUES ('m%d', %d)" % (i, i))
+        for i in range(0, 500, 50):
+            con.execute("UPDATE log SET n = n + 1 WHERE n BETWEEN %d AND %d" % (i, i + 9))
+        con.execute("DELETE FROM log WHERE n > 480")
+        con.execute("INSERT INTO alembic_version VALUES ('ae1027a6acf')")
+        q = {x["query"]: x for x in queries(con, "query LIKE '% log%'")}
+        emit({"q": q, "deferred": debug(con)["digest"]["deferred_runs"] - before,
+              "ev": rows(con, "SELECT kind, object, detail FROM insights_events WHERE kind = 'migration'")})
+    """, args={"db": db_path})
+    q = r["q"]
+    ins = q["INSERT INTO log(msg, n) VALUES (?, ?)"]
+    assert (ins["calls"], ins["rows_affected"], ins["errors"]) == (500, 500, 0)
+    upd = q["UPDATE log SET n = n + ? WHERE n BETWEEN ? AND ?"]
+    assert (upd["calls"], upd["rows_affected"]) == (10, 100)
+    assert q["DELETE FROM log WHERE n > ?"]["rows_affected"] == 19
+    assert r["deferred"] >= 511
+    # the write to the migration tool's table was not deferred: still an event
+    assert r["ev"] == [["migration", "alembic", "ae1027a6acf"]]
