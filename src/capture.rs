@@ -132,7 +132,7 @@ pub struct ConnState {
     tags: Arc<ConnTags>,
     /// The slot of the statement seen last (STMT, ROW and PROFILE of one run
     /// usually follow each other): skips the hash lookup. Valid until
-    /// `slots` is changed, which only `miss` does (it clears this).
+    /// `slots` is changed (whoever changes it clears this).
     last_key: usize,
     last_slot: *mut Slot,
     /// Queue of first runs digested in the background (created at the first
@@ -193,12 +193,12 @@ pub fn attached_count() -> usize {
 
 thread_local! {
     /// The state pointer of the last hook call suppressed on this thread
-    /// (see `hook_state`).
+    /// (see `hook_active`).
     static SUPPRESSED_SEEN: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Whether our hook is the one installed on `db` right now: runs a nested
-/// `SELECT 1` with capture off and looks whether our callback saw it (an
+/// constant SELECT with capture off and looks whether our callback saw it (an
 /// application that installs its own trace callback replaces ours).
 ///
 /// # Safety
@@ -228,17 +228,29 @@ pub unsafe fn hook_active(db: *mut ffi::sqlite3) -> bool {
 /// function running on it), not from inside our trace callback.
 pub unsafe fn detach(db: *mut ffi::sqlite3) -> bool {
     let ours = hook_active(db);
-    let Some(a) = registry::lock(attached()).remove(&(db as usize)) else {
+    let Some(state) = registry::lock(attached())
+        .get(&(db as usize))
+        .map(|a| a.state)
+    else {
         return false;
     };
     if ours {
         ffi::sqlite3_trace_v2(db, 0, None, std::ptr::null_mut());
     }
-    let state = Box::from_raw(a.state as *mut ConnState);
-    state.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
-    crate::resources::conn_closed(db, &state.cache);
-    drop(state);
+    release(state as *mut ConnState, db);
     true
+}
+
+/// Our hook is off `db`: account the connection as no longer open, take its
+/// last page-cache counters, digest what it queued and free its state.
+/// Returns its database and the connections to it still open.
+unsafe fn release(state: *mut ConnState, db: *mut ffi::sqlite3) -> (Arc<DbStats>, u64) {
+    let mut state = Box::from_raw(state);
+    let left = state.stats.connections_open.fetch_sub(1, Ordering::Relaxed) - 1;
+    registry::lock(attached()).remove(&(db as usize));
+    crate::resources::conn_closed(db, &state.cache);
+    state.retire_ring();
+    (state.stats.clone(), left)
 }
 
 /// The main database path of a connection; `:memory:` for in-memory/temp.
@@ -343,22 +355,13 @@ unsafe fn close(state: *mut ConnState, db: *mut ffi::sqlite3) {
     // Remove the hook first: sqlite3_close can still fail with SQLITE_BUSY
     // after this event, and the connection must not call into freed state.
     ffi::sqlite3_trace_v2(db, 0, None, std::ptr::null_mut());
-    let state = Box::from_raw(state);
-    let left = state.stats.connections_open.fetch_sub(1, Ordering::Relaxed) - 1;
-    state
-        .stats
-        .connections_closed
-        .fetch_add(1, Ordering::Relaxed);
-    registry::lock(attached()).remove(&(db as usize));
-    crate::resources::conn_closed(db, &state.cache);
-    let mut state = state;
-    state.retire_ring();
+    let (stats, left) = release(state, db);
+    stats.connections_closed.fetch_add(1, Ordering::Relaxed);
     // last connection of this database in the process: flush now, so short
     // processes (CLI jobs) leave their counts in the store
-    if left == 0 && state.stats.has_store.load(Ordering::Relaxed) {
-        let _ = crate::store::flush_db(&state.stats);
+    if left == 0 && stats.has_store.load(Ordering::Relaxed) {
+        let _ = crate::store::flush_db(&stats);
     }
-    drop(state);
 }
 
 /// Values an event statement needs from before it runs: schema_version for
@@ -499,6 +502,17 @@ fn deferrable_write(sql: &[u8]) -> bool {
         .any(|m| sql.windows(m.len()).any(|w| w.eq_ignore_ascii_case(m)))
 }
 
+/// Where a stmt's cumulative counters stand before its run number `run`
+/// (SQLITE_STMTSTATUS_RUN at STMT): a stmt that never ran is at zero.
+#[inline]
+unsafe fn counters_before(stmt: *mut ffi::sqlite3_stmt, run: u32) -> [u32; 4] {
+    if run == 0 {
+        [0; 4]
+    } else {
+        stmt_counters(stmt)
+    }
+}
+
 #[inline]
 unsafe fn starts_with_comment(x: *const u8) -> bool {
     *x == b'-' && *x.add(1) == b'-'
@@ -593,11 +607,7 @@ impl ConnState {
                 if run != slot.runs {
                     // a new stmt with the same text, or runs we did not see
                     // (a SQLITE_SCHEMA retry counts twice): restart the diff
-                    slot.prev = if run == 0 {
-                        [0; 4]
-                    } else {
-                        stmt_counters(stmt)
-                    };
+                    slot.prev = counters_before(stmt, run);
                 }
                 slot.runs = run.wrapping_add(1);
                 if slot.entry.is_none() {
@@ -660,33 +670,33 @@ impl ConnState {
                 write
             };
         // counters this stmt ran up before we saw it (none when it is new)
-        let prev = if run == 0 {
-            [0; 4]
-        } else {
-            stmt_counters(stmt)
+        let prev = counters_before(stmt, run);
+        let slot = match self.slot(key) {
+            Some(slot) => {
+                slot.reset_to(bytes);
+                slot
+            }
+            None => {
+                self.last_slot = std::ptr::null_mut();
+                if self.slots.len() >= MAX_CACHED_STMTS {
+                    self.slots.retain(|_, s| s.start.is_some());
+                }
+                let mut slot = Slot::empty();
+                slot.sql.extend_from_slice(bytes);
+                self.slots.insert(key, slot);
+                match self.slot(key) {
+                    Some(slot) => slot,
+                    None => return,
+                }
+            }
         };
-        if let Some(slot) = self.slot(key) {
-            slot.reset_to(bytes);
-        } else {
-            self.last_slot = std::ptr::null_mut();
-            if self.slots.len() >= MAX_CACHED_STMTS {
-                self.slots.retain(|_, s| s.start.is_some());
-            }
-            let mut slot = Slot::empty();
-            slot.sql.extend_from_slice(bytes);
-            self.slots.insert(key, slot);
-        }
-        if let Some(slot) = self.slot(key) {
-            slot.prev = prev;
-            slot.runs = run.wrapping_add(1);
-        }
+        slot.prev = prev;
+        slot.runs = run.wrapping_add(1);
         if defer {
-            if let Some(slot) = self.slot(key) {
-                // a pending write reads its rows affected at the end
-                slot.dml = write;
-                slot.start = Some(now);
-                slot.rows = 0;
-            }
+            // a pending write reads its rows affected at the end
+            slot.dml = write;
+            slot.start = Some(now);
+            slot.rows = 0;
             errlog::set_thread_db(&self.stats);
         } else {
             self.resolve(key);
@@ -703,6 +713,12 @@ impl ConnState {
         if !ring.push(run) {
             crate::digest::push_slow(ring, run);
         }
+        self.sample_resources();
+    }
+
+    /// After a statement: a page-cache sample when the sampler wants one.
+    #[inline]
+    unsafe fn sample_resources(&self) {
         if crate::resources::sample_due(&self.cache) {
             crate::resources::sample_conn(self.db, &self.cache);
         }
@@ -759,16 +775,7 @@ impl ConnState {
             };
         }
         slot.prev = cur;
-        let mut exec = Exec {
-            duration_ns: crate::clock::ticks_to_ns(end.saturating_sub(start)),
-            at: crate::clock::stamp_of_ticks(end),
-            rows_returned: slot.rows,
-            rows_affected: 0,
-            vm_steps: d[0],
-            fullscan_steps: d[1],
-            sorts: d[2],
-            autoindexes: d[3],
-        };
+        let mut exec = Exec::of_run(start, end, slot.rows, d);
         // error path: a step error logged on this thread for this statement
         let failure = if errlog::has_pending() {
             errlog::take_pending_for(&slot.sql)
@@ -836,9 +843,7 @@ impl ConnState {
             }
             Some(f) => self.record_failure(stmt as usize, &exec, f),
         }
-        if crate::resources::sample_due(&self.cache) {
-            crate::resources::sample_conn(self.db, &self.cache);
-        }
+        self.sample_resources();
     }
 
     #[cold]

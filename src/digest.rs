@@ -103,6 +103,11 @@ fn thread() -> &'static OnceLock<std::thread::Thread> {
     &T
 }
 
+/// Ring words a run's record takes: the header and the text, padded.
+fn record_words(run: &Run) -> usize {
+    HEADER_WORDS + run.text.len().div_ceil(8)
+}
+
 impl Ring {
     /// A new ring for a connection of `stats`' database, registered with the
     /// consumers.
@@ -133,7 +138,7 @@ impl Ring {
     /// Only the connection owning the ring may call this (single producer).
     #[inline]
     pub unsafe fn push(&self, run: &Run) -> bool {
-        let words = HEADER_WORDS + run.text.len().div_ceil(8);
+        let words = record_words(run);
         let head = self.prod.0.head.load(Ordering::Relaxed);
         let at = (head as usize) & (RING_WORDS - 1);
         // a record never wraps: skip the end of the ring when it would
@@ -250,20 +255,10 @@ impl Ring {
 pub fn digest(stats: &DbStats, run: &Run) {
     let n = normalize::normalize(run.text);
     let entry = stats.entry_for(n.fingerprint, &n.text);
-    let exec = Exec {
-        duration_ns: crate::clock::ticks_to_ns(run.end.saturating_sub(run.start)),
-        at: crate::clock::stamp_of_ticks(run.end),
-        rows_returned: run.rows,
-        rows_affected: if entry.meta.fast.kind.is_dml() {
-            run.rows_affected
-        } else {
-            0
-        },
-        vm_steps: run.counters[0],
-        fullscan_steps: run.counters[1],
-        sorts: run.counters[2],
-        autoindexes: run.counters[3],
-    };
+    let mut exec = Exec::of_run(run.start, run.end, run.rows, run.counters);
+    if entry.meta.fast.kind.is_dml() {
+        exec.rows_affected = run.rows_affected;
+    }
     if n.tags.is_empty() {
         entry.record(&exec, None);
     } else {
@@ -283,7 +278,7 @@ pub fn digest(stats: &DbStats, run: &Run) {
 /// As `Ring::push`.
 #[cold]
 pub unsafe fn push_slow(ring: &Ring, run: &Run) {
-    if HEADER_WORDS + run.text.len().div_ceil(8) <= RING_WORDS {
+    if record_words(run) <= RING_WORDS {
         drain();
         if ring.push(run) {
             return;

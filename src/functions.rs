@@ -188,29 +188,31 @@ pub fn register(conn: &Connection) -> Result<()> {
     conn.create_scalar_function("insights_capture", -1, direct, |ctx| {
         check_args(ctx, "insights_capture", 0, 1)?;
         let db = unsafe { ctx.get_connection()?.handle() };
-        if ctx.len() == 1 {
-            let on = match ctx.get_raw(0) {
-                ValueRef::Integer(i @ (0 | 1)) => i == 1,
-                _ => {
-                    return Err(err(
-                        "insights_capture: enabled must be 0 (off) or 1 (on) for this connection"
-                            .into(),
-                    ))
-                }
-            };
-            if on {
-                if capture::conn_tags(db).is_some() {
-                    if !unsafe { capture::hook_active(db) } {
-                        return Err(err("insights_capture: the application replaced this connection's trace hook (one per connection); capture stays off".into()));
-                    }
-                } else {
-                    unsafe { capture::attach(db, false) };
-                }
-            } else {
-                unsafe { capture::detach(db) };
-            }
+        if ctx.is_empty() {
+            return Ok(unsafe { capture::hook_active(db) } as i64);
         }
-        Ok(unsafe { capture::hook_active(db) } as i64)
+        let on = match ctx.get_raw(0) {
+            ValueRef::Integer(i @ (0 | 1)) => i == 1,
+            _ => {
+                return Err(err(
+                    "insights_capture: enabled must be 0 (off) or 1 (on) for this connection"
+                        .into(),
+                ))
+            }
+        };
+        if !on {
+            unsafe { capture::detach(db) };
+            return Ok(0);
+        }
+        if capture::conn_tags(db).is_none() {
+            unsafe { capture::attach(db, false) };
+            return Ok(unsafe { capture::hook_active(db) } as i64);
+        }
+        if unsafe { capture::hook_active(db) } {
+            Ok(1)
+        } else {
+            Err(err("insights_capture: the application replaced this connection's trace hook (one per connection); capture stays off".into()))
+        }
     })?;
 
     conn.create_scalar_function("insights_config", -1, direct, |ctx| {

@@ -318,6 +318,25 @@ pub struct Exec {
     pub autoindexes: u64,
 }
 
+impl Exec {
+    /// A run between TSC ticks `start` and `end` with its rows returned and
+    /// counter deltas (VM steps, full-scan steps, sorts, automatic indexes);
+    /// rows affected are the caller's to set.
+    #[inline]
+    pub fn of_run(start: u64, end: u64, rows: u64, counters: [u64; 4]) -> Exec {
+        Exec {
+            duration_ns: clock::ticks_to_ns(end.saturating_sub(start)),
+            at: clock::stamp_of_ticks(end),
+            rows_returned: rows,
+            rows_affected: 0,
+            vm_steps: counters[0],
+            fullscan_steps: counters[1],
+            sorts: counters[2],
+            autoindexes: counters[3],
+        }
+    }
+}
+
 /// Hasher for keys that are already spread out (fingerprints are FNV-1a 64,
 /// stmt pointers are heap addresses): one multiply instead of SipHash.
 #[derive(Default)]

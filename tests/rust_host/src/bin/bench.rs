@@ -300,6 +300,21 @@ fn open_conns(tmp: &Path) -> Conns {
     s
 }
 
+/// Median over rounds of `f(side, baseline)` for the same round. The sides
+/// of a round run within tens of milliseconds of each other while this
+/// shared VM's speed drifts by up to 2x over seconds: the median of
+/// per-round differences is robust to that drift, the difference of
+/// medians is not.
+fn paired(side: &[f64], baseline: &[f64], f: fn(f64, f64) -> f64) -> f64 {
+    median(
+        &mut side
+            .iter()
+            .zip(baseline)
+            .map(|(a, b)| f(*a, *b))
+            .collect::<Vec<_>>(),
+    )
+}
+
 /// Sides, in the order of their sample slots.
 const WITHOUT: usize = 0;
 const FLOOR: usize = 1;
@@ -503,32 +518,13 @@ fn main() {
     for i in 0..3 {
         let med = |w: usize| median(&mut samples[i][w].clone());
         let (m_without, m_floor, m_with) = (med(WITHOUT), med(FLOOR), med(WITH));
-        let paired = median(
-            &mut samples[i][WITH]
-                .iter()
-                .zip(&samples[i][WITHOUT])
-                .map(|(a, b)| a - b)
-                .collect::<Vec<_>>(),
-        );
-        // Paired per round: the three sides of a round run within a few
-        // tens of milliseconds of each other, while this shared VM's speed
-        // drifts by up to 2x over seconds; the median of the per-round
-        // differences is robust to that drift, the difference of medians
-        // is not.
-        let pair = |w: usize, f: &dyn Fn(f64, f64) -> f64| {
-            median(
-                &mut samples[i][w]
-                    .iter()
-                    .zip(&samples[i][WITHOUT])
-                    .map(|(a, b)| f(*a, *b))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let added = pair(WITH, &|a, b| a - b);
-        let ratio = pair(WITH, &|a, b| a / b);
-        let floor_added = pair(FLOOR, &|a, b| a - b);
-        let minimal_added = pair(MINIMAL, &|a, b| a - b);
-        let minimal_ratio = pair(MINIMAL, &|a, b| a / b);
+        let pair =
+            |w: usize, f: fn(f64, f64) -> f64| paired(&samples[i][w], &samples[i][WITHOUT], f);
+        let added = pair(WITH, |a, b| a - b);
+        let ratio = pair(WITH, |a, b| a / b);
+        let floor_added = pair(FLOOR, |a, b| a - b);
+        let minimal_added = pair(MINIMAL, |a, b| a - b);
+        let minimal_ratio = pair(MINIMAL, |a, b| a / b);
         let (target, pass) = if i == 2 {
             (
                 format!("ratio <= {TARGET_ADHOC_RATIO:.2}"),
@@ -561,7 +557,7 @@ fn main() {
             "ns_per_op_without": m_without,
             "ns_per_op_with": m_with,
             "added_ns_per_op": added,
-            "added_ns_per_op_paired_median": paired,
+            "added_ns_per_op_paired_median": added,
             "ratio": ratio,
             "target": target,
             "pass": pass,
@@ -570,19 +566,13 @@ fn main() {
             "minimal_exact_capture_added_ns": minimal_added,
             "minimal_exact_capture_ratio": minimal_ratio,
             "rounds_minimal_hook_ns": samples[i][MINIMAL],
-            "extension_added_over_floor_ns": m_with - m_floor,
+            "extension_added_over_floor_ns": added - floor_added,
             "rounds_without_ns": samples[i][WITHOUT],
             "rounds_noop_hook_ns": samples[i][FLOOR],
             "rounds_with_ns": samples[i][WITH],
         }));
     }
-    let cpu_pair = median(
-        &mut adhoc_cpu[WITH]
-            .iter()
-            .zip(&adhoc_cpu[WITHOUT])
-            .map(|(a, b)| a / b)
-            .collect::<Vec<_>>(),
-    );
+    let cpu_pair = paired(&adhoc_cpu[WITH], &adhoc_cpu[WITHOUT], |a, b| a / b);
     println!(
         "  ad-hoc CPU time of the whole process (all threads, digest included): {:.1} -> {:.1} ns/statement, ratio {:.3}",
         median(&mut adhoc_cpu[WITHOUT].clone()),
