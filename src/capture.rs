@@ -87,6 +87,9 @@ struct Slot {
     act_gen: u64,
     /// schema_version / user_version read when an event statement started.
     before: (Option<i64>, Option<i64>),
+    /// Entry resolved, not an event, no tags, no activity entries: a
+    /// successful run only updates the entry (`on_profile`'s fast path).
+    plain: bool,
 }
 
 impl Slot {
@@ -105,7 +108,14 @@ impl Slot {
             act: Vec::new(),
             act_gen: u64::MAX,
             before: (None, None),
+            plain: false,
         }
+    }
+
+    /// Recompute `plain` after `entry`, `event`, `tags` or `act` changed.
+    fn update_plain(&mut self) {
+        self.plain =
+            self.entry.is_some() && !self.event && self.tags.is_none() && self.act.is_empty();
     }
 
     /// Point the slot at a new statement text (keeps the text buffer).
@@ -120,6 +130,7 @@ impl Slot {
         self.act.clear();
         self.act_gen = u64::MAX;
         self.before = (None, None);
+        self.plain = false;
     }
 }
 
@@ -141,6 +152,8 @@ pub struct ConnState {
     /// Capture was switched off (insights_config('capture', 0)) since the
     /// last STMT: slots are dropped when it comes back.
     paused: bool,
+    /// Where `errlog::set_thread_db` last saw this connection.
+    thread_db: errlog::ThreadDbSeen,
 }
 
 thread_local! {
@@ -287,7 +300,7 @@ pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
     let open = stats.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
     stats.connections_opened.fetch_add(1, Ordering::Relaxed);
     stats.connections_peak.fetch_max(open, Ordering::Relaxed);
-    errlog::set_thread_db(&stats);
+    errlog::set_thread_db(&stats, &mut errlog::ThreadDbSeen::default());
     let cache = crate::resources::register_conn(db, &stats);
     let state = Box::new(ConnState {
         db,
@@ -299,6 +312,7 @@ pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
         last_slot: std::ptr::null_mut(),
         ring: None,
         paused: false,
+        thread_db: Default::default(),
     });
     let raw = Box::into_raw(state);
     registry::lock(attached()).insert(
@@ -316,23 +330,51 @@ pub unsafe fn attach(db: *mut ffi::sqlite3, fresh: bool) {
     }
 }
 
+/// Whether this thread runs the extension's own nested statements now (and
+/// note which connection saw one). Out of line: the thread-local lookup is a
+/// call into the dynamic linker in a cdylib, which the hot path must not pay
+/// while nobody suppresses.
+#[cold]
+#[inline(never)]
+fn suppressed_here(ctx: *mut c_void) -> bool {
+    let on = SUPPRESS.with(|s| s.get());
+    if on {
+        SUPPRESSED_SEEN.with(|c| c.set(ctx as usize));
+    }
+    on
+}
+
 unsafe extern "C" fn trace_cb(
     mask: c_uint,
     ctx: *mut c_void,
     p: *mut c_void,
     x: *mut c_void,
 ) -> c_int {
+    // ROW, the most frequent event, in a leaf: a lookup and an add, nothing
+    // that can panic, so no unwind guard
+    if mask == ffi::SQLITE_TRACE_ROW && SUPPRESSING.load(Ordering::Relaxed) == 0 {
+        (*(ctx as *mut ConnState)).on_row(p as usize);
+        return 0;
+    }
+    trace_event(mask, ctx, p, x)
+}
+
+/// Every event but an unsuppressed ROW.
+#[inline(never)]
+unsafe fn trace_event(mask: c_uint, ctx: *mut c_void, p: *mut c_void, x: *mut c_void) -> c_int {
     if mask != ffi::SQLITE_TRACE_CLOSE
         && SUPPRESSING.load(Ordering::Relaxed) != 0
-        && SUPPRESS.with(|s| s.get())
+        && suppressed_here(ctx)
     {
-        SUPPRESSED_SEEN.with(|c| c.set(ctx as usize));
         return 0; // the extension's own nested statement
+    }
+    if mask == ffi::SQLITE_TRACE_ROW {
+        (*(ctx as *mut ConnState)).on_row(p as usize);
+        return 0;
     }
     let r = catch_unwind(AssertUnwindSafe(|| {
         let state = &mut *(ctx as *mut ConnState);
         match mask {
-            ffi::SQLITE_TRACE_ROW => state.on_row(p as usize),
             ffi::SQLITE_TRACE_STMT => {
                 state.on_stmt(p as *mut ffi::sqlite3_stmt, x as *const c_char)
             }
@@ -543,13 +585,20 @@ impl ConnState {
 
     /// The slot of `key`, through the one-entry cache. The returned reference
     /// is not tied to `self`: callers must not change `slots` while using it.
-    #[inline]
+    #[inline(always)]
     fn slot<'a>(&mut self, key: usize) -> Option<&'a mut Slot> {
         if key == self.last_key && !self.last_slot.is_null() {
             // SAFETY: last_slot points into `slots`, unchanged since it was
             // taken (miss clears it before changing the map).
             return Some(unsafe { &mut *self.last_slot });
         }
+        self.slot_lookup(key)
+    }
+
+    /// `slot` past the one-entry cache (out of line: the hash probe is
+    /// bulky and the hot callbacks mostly hit the cache).
+    #[inline(never)]
+    fn slot_lookup<'a>(&mut self, key: usize) -> Option<&'a mut Slot> {
         let s: *mut Slot = self.slots.get_mut(&key)?;
         self.last_key = key;
         self.last_slot = s;
@@ -557,7 +606,7 @@ impl ConnState {
         Some(unsafe { &mut *s })
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn on_stmt(&mut self, stmt: *mut ffi::sqlite3_stmt, x: *const c_char) {
         if x.is_null() {
             return;
@@ -593,7 +642,7 @@ impl ConnState {
                 slot.runs = run.wrapping_add(1);
                 slot.start = Some(now);
                 slot.rows = 0;
-                errlog::set_thread_db(&self.stats);
+                errlog::set_thread_db(&self.stats, &mut self.thread_db);
                 return;
             }
         }
@@ -648,7 +697,7 @@ impl ConnState {
             slot.start = Some(now);
         }
         slot.rows = 0;
-        errlog::set_thread_db(&self.stats);
+        errlog::set_thread_db(&self.stats, &mut self.thread_db);
     }
 
     /// A statement text this connection has not run under this stmt pointer.
@@ -697,7 +746,7 @@ impl ConnState {
             slot.dml = write;
             slot.start = Some(now);
             slot.rows = 0;
-            errlog::set_thread_db(&self.stats);
+            errlog::set_thread_db(&self.stats, &mut self.thread_db);
         } else {
             self.resolve(key);
             self.start_run(key, crate::clock::ticks());
@@ -741,18 +790,22 @@ impl ConnState {
         slot.act.clear();
         slot.act_gen = u64::MAX;
         slot.entry = Some(entry);
+        slot.update_plain();
     }
 
-    #[inline]
+    #[inline(always)]
     fn on_row(&mut self, stmt: usize) {
         if let Some(slot) = self.slot(stmt) {
             if slot.start.is_some() {
-                slot.rows += 1;
+                slot.rows = slot.rows.wrapping_add(1);
             }
         }
     }
 
-    #[inline]
+    /// End of a run. The common case (a resolved, untagged, non-event
+    /// statement that did not fail) is handled here; the rest in
+    /// `profile_slow`.
+    #[inline(never)]
     unsafe fn on_profile(&mut self, stmt: *mut ffi::sqlite3_stmt) {
         let end = crate::clock::ticks();
         let Some(slot) = self.slot(stmt as usize) else {
@@ -775,6 +828,37 @@ impl ConnState {
             };
         }
         slot.prev = cur;
+        if slot.plain
+            && !errlog::has_pending()
+            && slot.act_gen == self.tags.gen.load(Ordering::Acquire)
+            && (slot.rows != 0 || ffi::sqlite3_stmt_busy(stmt) == 0)
+        {
+            if let Some(entry) = slot.entry.as_ref().filter(|e| !e.is_dead()) {
+                let mut exec = Exec::of_run(start, end, slot.rows, d);
+                if slot.dml {
+                    exec.rows_affected = ffi::sqlite3_changes(self.db).max(0) as u64;
+                }
+                entry.record_plain(&exec);
+                return self.sample_resources();
+            }
+        }
+        self.profile_slow(stmt, start, end, d)
+    }
+
+    /// End of a run that is a first run, failed, tagged, an event, or whose
+    /// entry was evicted.
+    #[cold]
+    #[inline(never)]
+    unsafe fn profile_slow(
+        &mut self,
+        stmt: *mut ffi::sqlite3_stmt,
+        start: u64,
+        end: u64,
+        d: [u64; 4],
+    ) {
+        let Some(slot) = self.slot(stmt as usize) else {
+            return;
+        };
         let mut exec = Exec::of_run(start, end, slot.rows, d);
         // error path: a step error logged on this thread for this statement
         let failure = if errlog::has_pending() {
@@ -863,6 +947,7 @@ impl ConnState {
             stats.activity.resolve(&eff)
         };
         slot.act_gen = gen;
+        slot.update_plain();
     }
 
     /// A successful run of an event statement (schema change, user_version,

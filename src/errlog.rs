@@ -154,17 +154,65 @@ pub fn capturing() -> bool {
 }
 
 /// Remember which database this thread last used (to place prepare errors).
-#[inline]
-pub fn set_thread_db(db: &Arc<DbStats>) {
+/// `seen` is the caller's (connection's) memory of its last call: while the
+/// connection runs on the same thread and no thread's database changed
+/// since, nothing is to do and no thread-local is touched (a call into the
+/// dynamic linker in a cdylib).
+#[inline(always)]
+pub fn set_thread_db(db: &Arc<DbStats>, seen: &mut ThreadDbSeen) {
     if !capturing() {
         return;
     }
+    let me = thread_id();
+    let gen = THREAD_DB_CHANGES.load(Ordering::Acquire);
+    if seen.thread != me || seen.gen != gen {
+        change_thread_db(db, seen, me);
+    }
+}
+
+/// An id of the calling thread, cheap: the thread pointer (what
+/// pthread_self returns on x86_64 glibc), read without a call.
+#[inline(always)]
+fn thread_id() -> usize {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let tp: usize;
+        // SAFETY: %fs:0 holds the thread control block's own address on
+        // x86_64 Linux (glibc and musl alike); reading it has no effects.
+        unsafe {
+            std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+        };
+        tp
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        // SAFETY: pthread_self has no preconditions.
+        unsafe { libc::pthread_self() as usize }
+    }
+}
+
+/// What a connection last told `set_thread_db`: on which thread, at which
+/// count of thread-database changes.
+#[derive(Default)]
+pub struct ThreadDbSeen {
+    thread: usize,
+    gen: u64,
+}
+
+/// Changes of any thread's database (see `set_thread_db`).
+static THREAD_DB_CHANGES: AtomicU64 = AtomicU64::new(1);
+
+#[cold]
+#[inline(never)]
+fn change_thread_db(db: &Arc<DbStats>, seen: &mut ThreadDbSeen, me: usize) {
     let p = Arc::as_ptr(db) as usize;
-    let same = THREAD_DB_PTR.try_with(|c| c.get() == p).unwrap_or(true);
-    if !same {
+    if THREAD_DB_PTR.try_with(|c| c.get() != p).unwrap_or(false) {
         let _ = THREAD_DB_PTR.try_with(|c| c.set(p));
         let _ = THREAD_DB.try_with(|c| *c.borrow_mut() = Some(db.clone()));
+        THREAD_DB_CHANGES.fetch_add(1, Ordering::AcqRel);
     }
+    seen.thread = me;
+    seen.gen = THREAD_DB_CHANGES.load(Ordering::Acquire);
 }
 
 fn thread_db() -> Arc<DbStats> {
@@ -189,8 +237,14 @@ pub fn drop_pending() {
 
 #[inline]
 pub fn has_pending() -> bool {
-    PENDING_THREADS.load(Ordering::Relaxed) != 0
-        && HAS_PENDING.try_with(|c| c.get()).unwrap_or(false)
+    PENDING_THREADS.load(Ordering::Relaxed) != 0 && thread_has_pending()
+}
+
+/// The thread-local half of `has_pending`, out of line so that the hot path
+/// does not compute the thread-local address while no thread has one.
+#[inline(never)]
+fn thread_has_pending() -> bool {
+    HAS_PENDING.try_with(|c| c.get()).unwrap_or(false)
 }
 
 /// Take the pending step error if it names `sql`; a non-matching one is

@@ -93,6 +93,19 @@ impl Histogram {
 
     #[inline]
     fn add_bucket(&mut self, idx: u32, n: u32) {
+        let i = idx.wrapping_sub(self.base) as usize;
+        if idx < self.base || i >= self.counts.len() {
+            return self.add_bucket_growing(idx, n);
+        }
+        let c = &mut self.counts[i];
+        *c = c.saturating_add(n);
+        self.total += n as u64;
+    }
+
+    /// `add_bucket` for a value outside the current range (grows `counts`).
+    #[cold]
+    #[inline(never)]
+    fn add_bucket_growing(&mut self, idx: u32, n: u32) {
         if self.counts.is_empty() {
             self.base = idx;
             self.counts.push(0);

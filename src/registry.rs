@@ -257,7 +257,7 @@ impl Agg {
     }
 
     /// Add one timed execution.
-    #[inline]
+    #[inline(always)]
     pub fn add_exec(&mut self, e: &Exec) {
         if self.timed == 0 {
             self.min_ns = e.duration_ns;
@@ -269,14 +269,16 @@ impl Agg {
         // runs can arrive out of order (first runs digested in the
         // background land after later runs recorded in place)
         let at = e.at.max(1);
-        if self.first_seen == 0 || at < self.first_seen {
+        // first_seen 0 (never) wraps to the largest value: one compare
+        if at <= self.first_seen.wrapping_sub(1) {
             self.first_seen = at;
         }
         self.last_seen = self.last_seen.max(at);
         self.calls += 1;
         self.timed += 1;
         self.total_ns += e.duration_ns;
-        let ms = e.duration_ns as f64 * 1e-6;
+        // through i64: one conversion instruction (durations are < 2^63 ns)
+        let ms = (e.duration_ns as i64) as f64 * 1e-6;
         self.sumsq_ms += ms * ms;
         self.hist.record(e.duration_ns);
         self.rows_returned += e.rows_returned;
@@ -324,9 +326,10 @@ impl Exec {
     /// rows affected are the caller's to set.
     #[inline]
     pub fn of_run(start: u64, end: u64, rows: u64, counters: [u64; 4]) -> Exec {
+        let (duration_ns, at) = clock::run_span(start, end);
         Exec {
-            duration_ns: clock::ticks_to_ns(end.saturating_sub(start)),
-            at: clock::stamp_of_ticks(end),
+            duration_ns,
+            at,
             rows_returned: rows,
             rows_affected: 0,
             vm_steps: counters[0],
@@ -379,6 +382,12 @@ impl Entry {
     #[inline]
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Relaxed)
+    }
+
+    /// `record` without tags (the hot path's common case).
+    #[inline(always)]
+    pub fn record_plain(&self, e: &Exec) {
+        self.stats.lock().add_exec(e);
     }
 
     /// Record a completed execution (hot path: no allocation, one short lock).
