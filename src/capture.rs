@@ -17,9 +17,13 @@
 //!   A PROFILE where the statement is still running and returned no row is a
 //!   SQLITE_BUSY return. SQLITE_SCHEMA runs are retried by SQLite itself and
 //!   are not counted.
-//! - Every callback is wrapped in `catch_unwind`; a failure is counted in
-//!   `internal_errors` and never reaches the user's statement. The callback
-//!   always returns 0.
+//! - Every callback but an unsuppressed ROW is wrapped in `catch_unwind`; a
+//!   failure is counted in `internal_errors` and never reaches the user's
+//!   statement. ROW (a map lookup and a wrapping add) cannot panic and runs
+//!   in a leaf without the guard. The callback always returns 0.
+//! - No thread-local on the common path: in a cdylib each access is a call
+//!   into the dynamic linker; they sit behind global checks in out-of-line
+//!   functions.
 //! - The per-connection state is freed on TRACE_CLOSE after the hook is
 //!   removed. An app that replaces the trace hook (one slot per connection)
 //!   turns capture off for that connection; its state is then never freed
