@@ -24,8 +24,18 @@
 //!     (`insights_flush()`), against the same load without flushing; and the
 //!     time of one 5000-fingerprint flush.
 //!
-//! Environment: BENCH_ROUNDS (default 10), BENCH_SCALE (default 1.0),
-//! BENCH_STRICT=1 (exit 1 when a target is missed), INSIGHTS_SO.
+//!  e) instructions per operation, side by side, counted by valgrind
+//!     (cachegrind, no cache simulation): deterministic where the timings
+//!     are not, so a change of the hook's cost shows even on a noisy
+//!     machine. The bench runs itself once per (workload, side, count)
+//!     under valgrind (`BENCH_COUNT=workload:side:n`) and takes the
+//!     difference between two counts, so set-up cancels out. Whole process:
+//!     for ad-hoc statements this includes the digest thread. Skipped when
+//!     valgrind is not installed or BENCH_INSTRUCTIONS=0.
+//!
+//! Environment: BENCH_ROUNDS (default 30), BENCH_SCALE (default 1.0),
+//! BENCH_STRICT=1 (exit 1 when a target is missed), BENCH_INSTRUCTIONS=0,
+//! INSIGHTS_SO.
 
 use insights_host::{load_extension, median, repo_root, so_path, sqlite3_config_exported};
 use rusqlite::{ffi, params, Connection};
@@ -322,7 +332,163 @@ const WITH: usize = 2;
 const MINIMAL: usize = 3;
 const SIDES: usize = 4;
 
+/// Workloads of the instruction count, with the operations counted in the
+/// smaller and the larger run (the difference is what is reported).
+const COUNT_WORKLOADS: [(&str, usize, usize); 3] = [
+    ("point", 2_000, 6_000),
+    ("insert", 2_000, 6_000),
+    ("adhoc", 1_000, 3_000),
+];
+const SIDE_NAMES: [&str; SIDES] = ["without", "floor", "with", "minimal"];
+
+/// `BENCH_COUNT=workload:side:n`: run n operations of one workload on one
+/// side and exit (the process valgrind counts; see `instruction_counts`).
+fn count_mode(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let side = SIDE_NAMES
+        .iter()
+        .position(|s| parts.get(1) == Some(s))
+        .expect("BENCH_COUNT side");
+    let n: usize = parts
+        .get(2)
+        .and_then(|v| v.parse().ok())
+        .expect("BENCH_COUNT n");
+    let loader = Connection::open_in_memory().unwrap();
+    load_extension(&loader).expect("load the extension");
+    // no timed background work (store flushes, size samples): under
+    // valgrind it would scale with the run's duration, not its operations
+    for (key, value) in [
+        ("flush_interval_ms", 3_600_000),
+        ("size_sample_interval_ms", 0),
+    ] {
+        loader
+            .query_row(
+                "SELECT insights_config(?1, ?2)",
+                params![key, value],
+                |_| Ok(()),
+            )
+            .expect("insights_config");
+    }
+    let tmp = std::env::temp_dir().join(format!("insights-bench-count-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let c = match parts[0] {
+        "insert" => open_insert_db(&tmp.join("count.db")),
+        _ => {
+            let c = Connection::open_in_memory().unwrap();
+            setup_select_db(&c);
+            c
+        }
+    };
+    leave_side(&c, WITH);
+    switch_side(&c, side);
+    match parts[0] {
+        "point" => {
+            run_point(&c, n, 7);
+        }
+        "insert" => {
+            run_insert(&c, n, 0);
+        }
+        "adhoc" => {
+            let sqls: Vec<String> = (0..n)
+                .map(|i| format!("SELECT v FROM t WHERE id = {}", 1 + (i as i64 % TABLE_ROWS)))
+                .collect();
+            run_adhoc(&c, &sqls);
+            // what the digest thread has not done yet is done here
+            let _: i64 = c
+                .query_row("SELECT count(*) FROM insights_info", [], |r| r.get(0))
+                .unwrap();
+        }
+        w => panic!("BENCH_COUNT workload {w}"),
+    }
+    leave_side(&c, side);
+    drop(c);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Instructions of this program run as `BENCH_COUNT=spec` under valgrind.
+fn count_instructions(spec: &str) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = std::process::Command::new("valgrind")
+        .args([
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+        ])
+        .arg(&exe)
+        .env("BENCH_COUNT", spec)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "bench: valgrind run {spec} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    // "==123== I   refs:      5,200,659" (older: "I refs:")
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find(|l| l.contains("I") && l.contains("refs:"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|v| v.trim().replace(',', "").parse().ok())
+}
+
+/// e) instructions per operation for every workload and side.
+fn instruction_counts() -> serde_json::Value {
+    let have_valgrind = std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have_valgrind || std::env::var("BENCH_INSTRUCTIONS").as_deref() == Ok("0") {
+        println!(
+            "instructions per operation: skipped (valgrind not installed or BENCH_INSTRUCTIONS=0)"
+        );
+        return serde_json::Value::Null;
+    }
+    println!("instructions per operation (valgrind, whole process; deterministic)");
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10}",
+        "workload", "without", "floor", "minimal", "with", "added", "ratio", "over min."
+    );
+    let mut out = vec![];
+    for (w, n1, n2) in COUNT_WORKLOADS {
+        let mut per_op = [0f64; SIDES];
+        for side in [WITHOUT, FLOOR, MINIMAL, WITH] {
+            let a = count_instructions(&format!("{w}:{}:{n1}", SIDE_NAMES[side]));
+            let b = count_instructions(&format!("{w}:{}:{n2}", SIDE_NAMES[side]));
+            match (a, b) {
+                (Some(a), Some(b)) => per_op[side] = (b - a) / (n2 - n1) as f64,
+                _ => return serde_json::Value::Null,
+            }
+        }
+        println!(
+            "{:<10} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>+9.0} {:>7.3} {:>+10.0}",
+            w,
+            per_op[WITHOUT],
+            per_op[FLOOR],
+            per_op[MINIMAL],
+            per_op[WITH],
+            per_op[WITH] - per_op[WITHOUT],
+            per_op[WITH] / per_op[WITHOUT],
+            per_op[WITH] - per_op[MINIMAL],
+        );
+        out.push(json!({
+            "workload": w,
+            "instructions_per_op": {
+                "without": per_op[WITHOUT], "noop_hook": per_op[FLOOR],
+                "minimal": per_op[MINIMAL], "with": per_op[WITH],
+            },
+            "ratio": per_op[WITH] / per_op[WITHOUT],
+        }));
+    }
+    json!(out)
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("BENCH_COUNT") {
+        return count_mode(&spec);
+    }
     let so = so_path();
     if !so.exists() {
         eprintln!(
@@ -600,9 +766,12 @@ fn main() {
     );
 
     let flush = flush_bench(&tmp, scale);
+    println!();
+    let instructions = instruction_counts();
 
     let report = json!({
         "store_flush": flush,
+        "instructions": instructions,
         "sqlite_version": rusqlite::version(),
         "host": "rusqlite 0.40.2 bundled",
         "extension": so.display().to_string(),
