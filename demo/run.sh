@@ -7,11 +7,14 @@ SQLITE3=${SQLITE3:-sqlite3}
 out=${DEMO_DIR:-out}
 mkdir -p "$out"
 db="$out/demo.db"
-rm -f "$db" "$db-wal" "$db-shm"
+# a fresh sample database and a fresh store (the sidecar keeps history
+# across runs otherwise: a second demo would show the first one's events)
+rm -f "$db" "$db-wal" "$db-shm" "$db.insights" "$db.insights-wal" "$db.insights-shm"
 sql="$out/workload.sql"
 
 {
   echo ".load dist/insights0"
+  echo ".output /dev/null"  # the workload's own rows are not the point
   echo "PRAGMA journal_mode=WAL;"
   cat <<'SQL'
 CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, country TEXT);
@@ -36,6 +39,7 @@ SQL
   done
   echo "DELETE FROM orders WHERE total_cents < 5;"
   cat <<'SQL'
+.output stdout
 .headers on
 .mode box
 SELECT '== top queries by total time ==' AS insights;
