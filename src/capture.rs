@@ -354,43 +354,83 @@ unsafe extern "C" fn trace_cb(
     p: *mut c_void,
     x: *mut c_void,
 ) -> c_int {
-    // ROW, the most frequent event, in a leaf: a lookup and an add, nothing
-    // that can panic, so no unwind guard
-    if mask == ffi::SQLITE_TRACE_ROW && SUPPRESSING.load(Ordering::Relaxed) == 0 {
+    if SUPPRESSING.load(Ordering::Relaxed) != 0 {
+        return trace_while_suppressing(mask, ctx, p, x);
+    }
+    // One event per call, so its bit alone tells which. Bit tests, not
+    // `==`: LLVM turns a chain of `==` into a jump table, which costs more
+    // than these few tests on this path.
+    if mask & ffi::SQLITE_TRACE_ROW != 0 {
+        // the most frequent event, in a leaf: a lookup and an add, nothing
+        // that can panic, so no unwind guard
         (*(ctx as *mut ConnState)).on_row(p as usize);
         return 0;
     }
-    trace_event(mask, ctx, p, x)
+    // the others each behind their own unwind guard
+    if mask & ffi::SQLITE_TRACE_PROFILE != 0 {
+        return profile_guarded(ctx, p);
+    }
+    if mask & ffi::SQLITE_TRACE_STMT != 0 {
+        return stmt_guarded(ctx, p, x);
+    }
+    if mask & ffi::SQLITE_TRACE_CLOSE != 0 {
+        return close_guarded(ctx, p);
+    }
+    0
 }
 
-/// Every event but an unsuppressed ROW.
-#[inline(never)]
-unsafe fn trace_event(mask: c_uint, ctx: *mut c_void, p: *mut c_void, x: *mut c_void) -> c_int {
-    if mask != ffi::SQLITE_TRACE_CLOSE
-        && SUPPRESSING.load(Ordering::Relaxed) != 0
-        && suppressed_here(ctx)
-    {
-        return 0; // the extension's own nested statement
-    }
-    if mask == ffi::SQLITE_TRACE_ROW {
-        (*(ctx as *mut ConnState)).on_row(p as usize);
-        return 0;
-    }
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        let state = &mut *(ctx as *mut ConnState);
-        match mask {
-            ffi::SQLITE_TRACE_STMT => {
-                state.on_stmt(p as *mut ffi::sqlite3_stmt, x as *const c_char)
-            }
-            ffi::SQLITE_TRACE_PROFILE => state.on_profile(p as *mut ffi::sqlite3_stmt),
-            ffi::SQLITE_TRACE_CLOSE => close(ctx as *mut ConnState, p as *mut ffi::sqlite3),
-            _ => {}
-        }
-    }));
-    if r.is_err() {
+/// Run a callback's work; a panic is counted, never passed on.
+#[inline(always)]
+fn guarded(f: impl FnOnce()) -> c_int {
+    if catch_unwind(AssertUnwindSafe(f)).is_err() {
         registry::registry()
             .internal_errors
             .fetch_add(1, Ordering::Relaxed);
+    }
+    0
+}
+
+#[inline(never)]
+unsafe fn stmt_guarded(ctx: *mut c_void, p: *mut c_void, x: *mut c_void) -> c_int {
+    guarded(|| (*(ctx as *mut ConnState)).on_stmt(p as *mut ffi::sqlite3_stmt, x as *const c_char))
+}
+
+#[inline(never)]
+unsafe fn profile_guarded(ctx: *mut c_void, p: *mut c_void) -> c_int {
+    guarded(|| (*(ctx as *mut ConnState)).on_profile(p as *mut ffi::sqlite3_stmt))
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn close_guarded(ctx: *mut c_void, p: *mut c_void) -> c_int {
+    guarded(|| close(ctx as *mut ConnState, p as *mut ffi::sqlite3))
+}
+
+/// `trace_cb` while some thread runs the extension's own nested statements:
+/// this thread's are ignored (CLOSE never is).
+#[cold]
+#[inline(never)]
+unsafe fn trace_while_suppressing(
+    mask: c_uint,
+    ctx: *mut c_void,
+    p: *mut c_void,
+    x: *mut c_void,
+) -> c_int {
+    if mask != ffi::SQLITE_TRACE_CLOSE && suppressed_here(ctx) {
+        return 0; // the extension's own nested statement
+    }
+    match mask {
+        ffi::SQLITE_TRACE_ROW => (*(ctx as *mut ConnState)).on_row(p as usize),
+        ffi::SQLITE_TRACE_PROFILE => {
+            profile_guarded(ctx, p);
+        }
+        ffi::SQLITE_TRACE_STMT => {
+            stmt_guarded(ctx, p, x);
+        }
+        ffi::SQLITE_TRACE_CLOSE => {
+            close_guarded(ctx, p);
+        }
+        _ => {}
     }
     0
 }
