@@ -357,9 +357,14 @@ unsafe extern "C" fn trace_cb(
     if SUPPRESSING.load(Ordering::Relaxed) != 0 {
         return trace_while_suppressing(mask, ctx, p, x);
     }
-    // One event per call, so its bit alone tells which. Bit tests, not
-    // `==`: LLVM turns a chain of `==` into a jump table, which costs more
-    // than these few tests on this path.
+    dispatch(mask, ctx, p, x)
+}
+
+/// One event to its handler. One event per call, so its bit alone tells
+/// which. Bit tests, not `==`: LLVM turns a chain of `==` into a jump
+/// table, which costs more than these few tests on this path.
+#[inline(always)]
+unsafe fn dispatch(mask: c_uint, ctx: *mut c_void, p: *mut c_void, x: *mut c_void) -> c_int {
     if mask & ffi::SQLITE_TRACE_ROW != 0 {
         // the most frequent event, in a leaf: a lookup and an add, nothing
         // that can panic, so no unwind guard
@@ -419,20 +424,7 @@ unsafe fn trace_while_suppressing(
     if mask != ffi::SQLITE_TRACE_CLOSE && suppressed_here(ctx) {
         return 0; // the extension's own nested statement
     }
-    match mask {
-        ffi::SQLITE_TRACE_ROW => (*(ctx as *mut ConnState)).on_row(p as usize),
-        ffi::SQLITE_TRACE_PROFILE => {
-            profile_guarded(ctx, p);
-        }
-        ffi::SQLITE_TRACE_STMT => {
-            stmt_guarded(ctx, p, x);
-        }
-        ffi::SQLITE_TRACE_CLOSE => {
-            close_guarded(ctx, p);
-        }
-        _ => {}
-    }
-    0
+    dispatch(mask, ctx, p, x)
 }
 
 #[cold]
@@ -809,6 +801,17 @@ impl ConnState {
         self.sample_resources();
     }
 
+    /// Rows the statement that just ended changed, for INSERT/UPDATE/DELETE
+    /// (`dml`); 0 for the rest.
+    #[inline]
+    unsafe fn rows_affected(&self, dml: bool) -> u64 {
+        if dml {
+            ffi::sqlite3_changes(self.db).max(0) as u64
+        } else {
+            0
+        }
+    }
+
     /// After a statement: a page-cache sample when the sampler wants one.
     #[inline]
     unsafe fn sample_resources(&self) {
@@ -879,9 +882,7 @@ impl ConnState {
         {
             if let Some(entry) = slot.entry.as_ref().filter(|e| !e.is_dead()) {
                 let mut exec = Exec::of_run(start, end, slot.rows, d);
-                if slot.dml {
-                    exec.rows_affected = ffi::sqlite3_changes(self.db).max(0) as u64;
-                }
+                exec.rows_affected = self.rows_affected(slot.dml);
                 entry.record_plain(&exec);
                 return self.sample_resources();
             }
@@ -935,11 +936,7 @@ impl ConnState {
                     start,
                     end,
                     rows: slot.rows,
-                    rows_affected: if slot.dml {
-                        ffi::sqlite3_changes(self.db).max(0) as u64
-                    } else {
-                        0
-                    },
+                    rows_affected: self.rows_affected(slot.dml),
                     counters: d,
                 };
                 return self.defer(&run);
@@ -958,9 +955,7 @@ impl ConnState {
         };
         match failure {
             None => {
-                if slot.dml {
-                    exec.rows_affected = ffi::sqlite3_changes(self.db).max(0) as u64;
-                }
+                exec.rows_affected = self.rows_affected(slot.dml);
                 entry.record(&exec, slot.tags.as_ref());
                 for a in &slot.act {
                     registry::lock(&a.stats).add_exec(&exec);

@@ -46,19 +46,22 @@ fn anchor() -> &'static Anchor {
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static USE_TSC: AtomicBool = AtomicBool::new(false);
-/// The anchor's TSC value, for `run_span` (set before USE_TSC).
+/// The anchor's TSC value (set before USE_TSC).
 static TSC0: AtomicU64 = AtomicU64::new(0);
-/// NS_PER_TICK in 32.32 fixed point, for `run_span` (integer multiply on
-/// the hot path instead of u64<->f64 conversions).
-static NS_PER_TICK_FIXED: AtomicU64 = AtomicU64::new(1 << 32);
+/// Nanoseconds per tick in 32.32 fixed point (1.0 without the TSC): an
+/// integer multiply on the hot path instead of u64<->f64 conversions.
+static NS_PER_TICK_Q32: AtomicU64 = AtomicU64::new(1 << 32);
 
 /// Set the tick rate (ns per tick).
 fn set_rate(ns_per_tick: f64) {
-    NS_PER_TICK.store(ns_per_tick.to_bits(), Ordering::Relaxed);
-    NS_PER_TICK_FIXED.store((ns_per_tick * 4294967296.0) as u64, Ordering::Relaxed);
+    NS_PER_TICK_Q32.store((ns_per_tick * 4294967296.0) as u64, Ordering::Relaxed);
 }
-/// Nanoseconds per tick as f64 bits (1.0 without the TSC).
-static NS_PER_TICK: AtomicU64 = AtomicU64::new(0x3FF0_0000_0000_0000);
+
+/// `ticks` at the 32.32 rate `q32`, in ns.
+#[inline]
+fn q32_ns(ticks: u64, q32: u64) -> u64 {
+    ((ticks as u128 * q32 as u128) >> 32) as u64
+}
 /// Calibration spin at start-up; 2 ms bounds the rate error near 1e-5.
 pub const TSC_CALIBRATION_MS: u64 = 2;
 
@@ -136,33 +139,26 @@ pub fn ticks() -> u64 {
 /// Nanoseconds between two ticks.
 #[inline]
 pub fn ticks_to_ns(d: u64) -> u64 {
-    if USE_TSC.load(Ordering::Relaxed) {
-        (d as f64 * f64::from_bits(NS_PER_TICK.load(Ordering::Relaxed))) as u64
-    } else {
-        d
-    }
+    run_span(0, d).0
 }
 
 /// The monotonic stamp (ns since the anchor) of a tick value.
 #[inline]
 pub fn stamp_of_ticks(t: u64) -> u64 {
-    if USE_TSC.load(Ordering::Relaxed) {
-        ticks_to_ns(t.saturating_sub(anchor().tsc0))
-    } else {
-        t
-    }
+    run_span(t, t).1
 }
 
 /// A run between ticks `start` and `end`: its duration in ns and the
-/// monotonic stamp of its end (`ticks_to_ns` and `stamp_of_ticks` with one
-/// read of the rate, for the hot path).
+/// monotonic stamp of its end, with one read of the rate (the hot path).
 #[inline]
 pub fn run_span(start: u64, end: u64) -> (u64, u64) {
     if USE_TSC.load(Ordering::Acquire) {
-        let r = NS_PER_TICK_FIXED.load(Ordering::Relaxed) as u128;
+        let r = NS_PER_TICK_Q32.load(Ordering::Relaxed);
         let tsc0 = TSC0.load(Ordering::Relaxed);
-        let ns = |ticks: u64| ((ticks as u128 * r) >> 32) as u64;
-        (ns(end.saturating_sub(start)), ns(end.saturating_sub(tsc0)))
+        (
+            q32_ns(end.saturating_sub(start), r),
+            q32_ns(end.saturating_sub(tsc0), r),
+        )
     } else {
         (end.saturating_sub(start), end)
     }
@@ -326,12 +322,13 @@ mod tests {
         let s = stamp_of_ticks(ticks());
         let n = now_stamp();
         assert!((s as f64 - n as f64).abs() < 5e6, "stamp {s} vs {n}");
-        // the hot path's fixed-point conversion agrees with the f64 one
+        // the fixed-point rate agrees with the f64 division it came from
         let (a, b) = (ticks(), ticks() + 123_456_789);
         let (d, at) = run_span(a, b);
-        let (d2, at2) = (ticks_to_ns(b - a), stamp_of_ticks(b));
+        let r = NS_PER_TICK_Q32.load(Ordering::Relaxed) as f64 / 4294967296.0;
+        let d2 = ((b - a) as f64 * if tsc_in_use() { r } else { 1.0 }) as u64;
         assert!(d.abs_diff(d2) <= 1 + d2 / 1_000_000, "{d} vs {d2}");
-        assert!(at.abs_diff(at2) <= 1 + at2 / 1_000_000, "{at} vs {at2}");
+        assert_eq!((d, at), (ticks_to_ns(b - a), stamp_of_ticks(b)));
     }
 
     #[test]
